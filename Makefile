@@ -1,0 +1,49 @@
+# hwpoller: the commands a new user (and CI) needs. Each one sets up what it uses.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Debian packages whose real programs the integration tests talk to.
+APT_PACKAGES := snmpd snmp openipmi ipmitool freeipmi-tools prometheus prometheus-alertmanager
+
+.PHONY: run test lint bench venv deps system-deps clean
+
+$(BIN)/hwpoller: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/hwpoller
+
+# Installs the peer programs with apt-get when they are missing and we are root on Debian.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "please install:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+
+## make run: start simulated devices and hwpoller on http://127.0.0.1:9730/metrics until Ctrl-C
+run: venv
+	$(BIN)/python -m poller.simulator.demo
+
+## make test: unit and integration tests against real peers (snmpsim, snmpd, ipmi_sim, promtool)
+test: venv system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: venv
+	$(BIN)/ruff check poller tests
+	$(BIN)/ruff format --check poller tests
+	$(BIN)/mypy
+
+## make bench: polls per second and CPU seconds per poll against N simulated agents (N=200)
+N ?= 200
+bench: venv
+	$(BIN)/python -m tests.bench.bench_snmp --agents $(N)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -1,0 +1,270 @@
+"""Command line: run, check-config, probe, profiles (Prometheus exporter flag style)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import resource
+import signal
+import sys
+from collections.abc import Sequence
+
+from poller import __version__
+from poller.config import Config, load_config, parse_config
+from poller.errors import ConfigError, DeviceError, ProfileError
+from poller.exporter import exposition
+from poller.http import HttpServer, WebConfig
+from poller.profiles import ProfileSet, load_profiles
+from poller.scheduler import Scheduler, TargetRunner
+from poller.store import Store
+
+log = logging.getLogger("hwpoller")
+
+
+def load_all(path: str) -> tuple[Config, ProfileSet]:
+    """Load a config and the profiles it can use, checking `profile:` references."""
+    config = load_config(path)
+    try:
+        profiles = load_profiles(config.settings.profile_dirs)
+    except ProfileError as exc:
+        raise ConfigError(str(exc).splitlines()) from None
+    # Validate again now that the profile names are known, so a typo is caught up front.
+    problems = []
+    for i, target in enumerate(config.targets):
+        if target.profile is not None and target.profile not in profiles.names:
+            problems.append(
+                f"{path}: targets[{i}] ({target.name}).profile: no profile named "
+                f"{target.profile!r} (see `hwpoller profiles`)"
+            )
+        elif target.profile is not None:
+            kind = getattr(profiles.get(target.profile).spec, "protocol", "snmp")
+            if kind != target.protocol:
+                problems.append(
+                    f"{path}: targets[{i}] ({target.name}).profile: "
+                    f"{target.profile!r} is a {kind} profile"
+                )
+    if problems:
+        raise ConfigError(problems)
+    return config, profiles
+
+
+def raise_open_files_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard limit: each SNMP target holds a UDP socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def setup_logging(level: str) -> None:
+    """Plain one-line log records on stderr."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(config_path: str, listen: str | None, web: WebConfig) -> int:
+    """Poll and serve until SIGTERM/SIGINT; reload on SIGHUP."""
+    config, profiles = load_all(config_path)
+    raise_open_files_limit()
+    store = Store()
+    scheduler = Scheduler(config, profiles, store)
+    address = listen or config.settings.listen_address
+    server = HttpServer(address, store, exposition, web)
+    await scheduler.start()
+    server.start()
+    log.info(
+        "hwpoller %s polling %d targets, serving http://%s/metrics",
+        __version__,
+        len(config.targets),
+        address,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    async def reload() -> None:
+        try:
+            new_config, new_profiles = load_all(config_path)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running config:\n%s", exc)
+            return
+        await scheduler.apply(new_config, new_profiles)
+        log.info("reloaded %s: %d targets", config_path, len(new_config.targets))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    await stop.wait()
+    log.info("shutting down")
+    server.stop()
+    await scheduler.stop()
+    return 0
+
+
+def _print_readings(runner_result: object) -> None:
+    from poller.model import PollResult  # noqa: PLC0415
+
+    assert isinstance(runner_result, PollResult)  # noqa: S101
+    result = runner_result
+    if not result.success or result.data is None:
+        print(f"{result.target}: DOWN ({result.reason}): {result.message}")
+        return
+    info = result.data.info
+    print(f"{result.target}: up in {result.duration_seconds * 1000:.0f} ms")
+    print(
+        f"  profile {info.profile}, vendor {info.vendor!r}, model {info.model!r}, "
+        f"firmware {info.firmware!r}, protocol {info.protocol}"
+    )
+    print(f"  {'quantity':<18} {'sensor':<32} {'location':<9} {'limit':<14} value")
+    for r in result.data.readings:
+        value = r.state if r.state is not None else f"{r.value:g}"
+        extra = f" ({r.hw_type})" if r.hw_type is not None else ""
+        print(
+            f"  {r.quantity:<18} {r.sensor[:32]:<32} {r.location or '':<9} "
+            f"{r.limit_type or '':<14} {value}{extra}"
+        )
+    for problem in result.data.partial_errors:
+        print(f"  partial: {problem}")
+
+
+async def probe(config: Config, profiles: ProfileSet, names: Sequence[str]) -> int:
+    """Poll the named targets (all when none named) once and print what was read."""
+    from poller.drivers import DriverContext, PollSpec, driver_for  # noqa: PLC0415
+
+    targets = [t for t in config.targets if not names or t.name in names]
+    missing = set(names) - {t.name for t in targets}
+    if missing:
+        print(f"no such target: {', '.join(sorted(missing))}", file=sys.stderr)
+        return 2
+    store = Store()
+    context = DriverContext(profiles, config.settings.snmp_concurrency, 4)
+    failed = 0
+    for target in targets:
+        store.register(target.name, target.protocol, target.labels)
+        spec = PollSpec.from_config(config, target)
+        runner = TargetRunner(spec, {}, driver_for(spec, context), store, 0, 0)
+        result = await runner.poll_once()
+        await runner.driver.close()
+        _print_readings(result)
+        failed += not result.success
+    context.shutdown()
+    return 1 if failed else 0
+
+
+def _adhoc_config(args: argparse.Namespace) -> Config:
+    """A one-target config from --address/--community/--profile."""
+    target: dict[str, object] = {
+        "name": args.address,
+        "address": args.address,
+        "protocol": "snmp",
+        "auth": "adhoc",
+    }
+    if args.profile:
+        target["profile"] = args.profile
+    import yaml  # noqa: PLC0415
+
+    doc = {
+        "auths": {
+            "adhoc": {"protocol": "snmp", "version": args.snmp_version, "community": args.community}
+        },
+        "targets": [target],
+    }
+    return parse_config(yaml.safe_dump(doc), "<command line>")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="hwpoller", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hwpoller {__version__}")
+    parser.add_argument(
+        "--log.level", dest="log_level", default=None, choices=["debug", "info", "warning", "error"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="poll devices and serve /metrics")
+    run.add_argument("--config.file", dest="config", required=True)
+    run.add_argument("--web.listen-address", dest="listen", default=None)
+    run.add_argument("--web.config.file", dest="web_config", default=None)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config")
+
+    prb = sub.add_parser("probe", help="poll targets once and print what was read")
+    prb.add_argument("targets", nargs="*", help="target names from the config (default: all)")
+    prb.add_argument("--config.file", dest="config", default=None)
+    prb.add_argument("--address", default=None, help="ad hoc SNMP target host[:port]")
+    prb.add_argument("--community", default="public")
+    prb.add_argument("--snmp-version", default="2c", choices=["1", "2c"])
+    prb.add_argument("--profile", default=None)
+
+    sub.add_parser("profiles", help="list the shipped profiles and what they match")
+    return parser
+
+
+def _list_profiles() -> int:
+    profiles = load_profiles()
+    for protocol in ("snmp", "ipmi"):
+        for profile in profiles.of_protocol(protocol):
+            spec = profile.spec
+            match = getattr(spec, "match", None)
+            how = []
+            if match is not None:
+                for attr, label in (
+                    ("sys_object_id", "sysObjectID"),
+                    ("sys_descr", "sysDescr"),
+                    ("oid_exists", "answers"),
+                    ("manufacturer_id", "manufacturer"),
+                ):
+                    values = getattr(match, attr, None)
+                    if values:
+                        how.append(f"{label} {', '.join(map(str, values))}")
+            print(f"{spec.name:<24} {protocol:<5} {spec.description}")
+            if how:
+                print(f"{'':<31}matches: {'; '.join(how)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the hwpoller command."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level or "info")
+    try:
+        if args.command == "check-config":
+            config, _ = load_all(args.config)
+            print(f"{args.config}: OK ({len(config.targets)} targets, {len(config.auths)} auths)")
+            return 0
+        if args.command == "profiles":
+            return _list_profiles()
+        if args.command == "probe":
+            if args.config:
+                config, profiles = load_all(args.config)
+            elif args.address:
+                config, profiles = _adhoc_config(args), load_profiles()
+            else:
+                print("probe needs --config.file or --address", file=sys.stderr)
+                return 2
+            return asyncio.run(probe(config, profiles, args.targets))
+        web = WebConfig.load(args.web_config) if args.web_config else WebConfig()
+        if args.log_level is None:
+            with contextlib.suppress(ConfigError):
+                logging.getLogger().setLevel(load_config(args.config).settings.log_level.upper())
+        return asyncio.run(serve(args.config, args.listen, web))
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 1
+    except ProfileError as exc:
+        print(f"profile error:\n{exc}", file=sys.stderr)
+        return 1
+    except DeviceError as exc:  # pragma: no cover - drivers report these as results
+        print(f"device error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,419 @@
+"""YAML configuration -> validated, frozen config objects; every problem reported at once."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from poller.errors import ConfigError
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Labels hwpoller sets itself; a static label of the same name would collide.
+RESERVED_LABELS = frozenset(
+    {
+        "device",
+        "sensor",
+        "location",
+        "limit_type",
+        "hw_type",
+        "state",
+        "source",
+        "protocol",
+        "reason",
+        "vendor",
+        "model",
+        "firmware",
+        "profile",
+        "version",
+        "job",
+        "instance",
+    }
+)
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept 30, 2.5, "30s", "500ms", "1m30s", "2h" and return seconds as a float."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 500ms or 2m")  # noqa: TRY004
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        pos, total = 0, 0.0
+        factors = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+        for match in _DURATION_RE.finditer(text):
+            if match.start() != pos:
+                break
+            total += float(match.group(1)) * factors[match.group(2)]
+            pos = match.end()
+        if pos == len(text) and pos > 0:
+            return total
+    raise ValueError(f"expected a duration such as 30s, 500ms or 2m, got {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+def _read_secret_files(data: Any, secret_keys: Iterable[str]) -> Any:
+    """Replace `<key>_file: PATH` with `<key>: <file content>` before validation."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for key in secret_keys:
+        file_key = f"{key}_file"
+        if file_key not in out:
+            continue
+        if key in out:
+            raise ValueError(f"give either {key} or {file_key}, not both")
+        path = out.pop(file_key)
+        if not isinstance(path, str):
+            raise ValueError(f"{file_key} must be a file path")  # noqa: TRY004
+        try:
+            # Secret files conventionally end with a newline; it is never part of the secret.
+            out[key] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"{file_key}: cannot read {path}: {exc.strerror}") from None
+    return out
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class SnmpAuth(_Strict):
+    """Named SNMP credentials (v1/v2c community or SNMPv3 USM user)."""
+
+    protocol: Literal["snmp"]
+    version: Literal["1", "2c", "3"] = "2c"
+    community: SecretStr | None = None
+    username: str | None = None
+    security_level: Literal["noAuthNoPriv", "authNoPriv", "authPriv"] | None = None
+    auth_protocol: Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] | None = None
+    auth_password: SecretStr | None = None
+    priv_protocol: Literal["DES", "AES", "AES192", "AES256"] | None = None
+    priv_password: SecretStr | None = None
+    # MD5 and DES are broken; they work only when the operator says so explicitly.
+    allow_insecure_protocols: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("version"), int | float):
+            data = {**data, "version": {1: "1", 3: "3"}.get(int(data["version"]), "2c")}
+        return _read_secret_files(data, ("community", "auth_password", "priv_password"))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SnmpAuth:
+        if self.version in ("1", "2c"):
+            if self.community is None:
+                raise ValueError(f"SNMP v{self.version} needs community (or community_file)")
+            v3_only = ("username", "security_level", "auth_protocol", "priv_protocol")
+            extra = [k for k in v3_only if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only apply to SNMP version 3")
+            return self
+        if self.community is not None:
+            raise ValueError("community does not apply to SNMP version 3; use username")
+        if not self.username:
+            raise ValueError("SNMP version 3 needs username")
+        level = self.security_level or "authPriv"
+        needs_auth = level in ("authNoPriv", "authPriv")
+        if needs_auth and (self.auth_protocol is None or self.auth_password is None):
+            raise ValueError(f"security_level {level} needs auth_protocol and auth_password")
+        if level == "authPriv" and (self.priv_protocol is None or self.priv_password is None):
+            raise ValueError("security_level authPriv needs priv_protocol and priv_password")
+        for key in ("auth_password", "priv_password"):
+            secret = getattr(self, key)
+            if secret is not None and len(secret.get_secret_value()) < 8:
+                raise ValueError(f"{key} must be at least 8 characters (RFC 3414)")
+        weak = [p for p in (self.auth_protocol, self.priv_protocol) if p in ("MD5", "DES")]
+        if weak and not self.allow_insecure_protocols:
+            raise ValueError(
+                f"{' and '.join(weak)} are insecure; use SHA256 and AES, or set "
+                "allow_insecure_protocols: true"
+            )
+        return self
+
+    @property
+    def effective_security_level(self) -> str:
+        """The v3 security level, authPriv when left out."""
+        return self.security_level or "authPriv"
+
+
+class IpmiAuth(_Strict):
+    """Named IPMI (RMCP+) credentials."""
+
+    protocol: Literal["ipmi"]
+    username: str = ""
+    password: SecretStr | None = None
+    privilege: Literal["callback", "user", "operator", "administrator"] = "user"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("password",))
+
+
+Auth = Annotated[SnmpAuth | IpmiAuth, Field(discriminator="protocol")]
+
+
+class IpmiOptions(_Strict):
+    """Per-target opt-ins to IPMI modes the security defaults refuse."""
+
+    allow_cipher_suite_0: bool = False
+    allow_ipmi_v1_5: bool = False
+    allow_anonymous: bool = False
+
+
+class Target(_Strict):
+    """One device to poll."""
+
+    name: str = Field(pattern=_NAME_RE, max_length=128)
+    address: str
+    protocol: Literal["snmp", "ipmi"]
+    auth: str
+    profile: str | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    retries: int | None = Field(default=None, ge=0, le=10)
+    max_repetitions: int | None = Field(default=None, ge=1, le=100)
+    labels: dict[str, str] = Field(default_factory=dict)
+    ipmi: IpmiOptions = Field(default_factory=IpmiOptions)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            if not _LABEL_RE.match(key) or key.startswith("__"):
+                raise ValueError(f"label name {key!r} is not a valid Prometheus label name")
+            if key in RESERVED_LABELS:
+                raise ValueError(f"label name {key!r} is reserved for hwpoller's own labels")
+        return labels
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, address: str) -> str:
+        split_address(address, 0)
+        return address
+
+
+class Settings(_Strict):
+    """Process-wide settings and per-target defaults."""
+
+    listen_address: str = "0.0.0.0:9730"
+    interval: Duration = 30.0
+    timeout: Duration | None = None  # default: 0.8 x interval
+    retries: int = Field(default=1, ge=0, le=10)
+    max_repetitions: int = Field(default=10, ge=1, le=100)
+    jitter: float = Field(default=0.1, ge=0, le=0.5)
+    max_backoff: Duration = 300.0
+    snmp_concurrency: int = Field(default=256, ge=1)
+    ipmi_threads: int = Field(default=32, ge=1)
+    profile_dirs: list[str] = Field(default_factory=list)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Strict):
+    """The whole validated configuration."""
+
+    settings: Settings = Field(default_factory=Settings)
+    auths: dict[str, Auth] = Field(default_factory=dict)
+    targets: list[Target] = Field(default_factory=list)
+    source: str = ""  # the file it came from, for messages
+
+    def auth_for(self, target: Target) -> SnmpAuth | IpmiAuth:
+        """Return the credentials a target refers to."""
+        return self.auths[target.auth]
+
+    def interval_for(self, target: Target) -> float:
+        """Polling interval of a target in seconds."""
+        return target.interval or self.settings.interval
+
+    def timeout_for(self, target: Target) -> float:
+        """Outer deadline of one poll of a target in seconds."""
+        explicit = target.timeout or self.settings.timeout
+        return explicit if explicit else 0.8 * self.interval_for(target)
+
+    def retries_for(self, target: Target) -> int:
+        """How many times a timed-out request is re-sent."""
+        return self.settings.retries if target.retries is None else target.retries
+
+    def max_repetitions_for(self, target: Target) -> int:
+        """GETBULK max-repetitions for a target."""
+        return target.max_repetitions or self.settings.max_repetitions
+
+
+def split_address(address: str, default_port: int) -> tuple[str, int]:
+    """Split "host", "host:port", "[v6]:port" or a bare IPv6 address into (host, port)."""
+    text = address.strip()
+    if not text:
+        raise ValueError("address is empty")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError(f"address {address!r} has no closing ]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"address {address!r}: unexpected text after ]")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""  # hostname, IPv4, or bare IPv6
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"address {address!r} has no valid host")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"address {address!r}: port must be 1-65535")
+    return host, int(port_text)
+
+
+def _expand_env(node: Any, path: str, problems: list[str]) -> Any:
+    """Substitute ${VAR} in every string value, recording unset variables."""
+    if isinstance(node, dict):
+        return {
+            k: _expand_env(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_expand_env(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+
+        def sub(match: re.Match[str]) -> str:
+            value = os.environ.get(match.group(1))
+            if value is None:
+                problems.append(f"{path}: environment variable {match.group(1)} is not set")
+                return ""
+            return value
+
+        return _ENV_RE.sub(sub, node)
+    return node
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "missing required key",
+}
+
+
+def _format_loc(loc: tuple[int | str, ...], raw: Any) -> str:
+    """Render a pydantic error location as a key path, naming list items by their name."""
+    parts: list[str] = []
+    node = raw
+    for i, item in enumerate(loc):
+        # Discriminated unions insert the tag ("snmp"/"ipmi") into the path: skip it.
+        if i == 2 and loc[0] == "auths" and item in ("snmp", "ipmi"):
+            continue
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and item < len(node):
+                node = node[item]
+                if isinstance(node, dict) and isinstance(node.get("name"), str):
+                    label += f" ({node['name']})"
+            parts.append(label)
+            continue
+        parts.append(f".{item}" if parts else str(item))
+        node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts) or "(top level)"
+
+
+def _format_validation(exc: ValidationError, raw: Any) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        msg = _MESSAGES.get(err["type"], err["msg"])
+        msg = msg.removeprefix("Value error, ")
+        problems.append(f"{_format_loc(err['loc'], raw)}: {msg}")
+    return problems
+
+
+def _cross_check(config: Config, known_profiles: frozenset[str] | None) -> list[str]:
+    problems = []
+    seen: dict[str, int] = {}
+    for i, target in enumerate(config.targets):
+        where = f"targets[{i}] ({target.name})"
+        if target.name in seen:
+            problems.append(
+                f"{where}.name: duplicate target name (also targets[{seen[target.name]}])"
+            )
+        seen.setdefault(target.name, i)
+        auth = config.auths.get(target.auth)
+        if auth is None:
+            defined = ", ".join(sorted(config.auths)) or "none"
+            problems.append(
+                f"{where}.auth: {target.auth!r} is not defined in auths (defined: {defined})"
+            )
+        elif auth.protocol != target.protocol:
+            problems.append(
+                f"{where}.auth: {target.auth!r} is {auth.protocol} credentials, "
+                f"but the target's protocol is {target.protocol}"
+            )
+        if (
+            target.profile is not None
+            and known_profiles is not None
+            and target.profile not in known_profiles
+        ):
+            problems.append(f"{where}.profile: no profile named {target.profile!r}")
+        interval = config.interval_for(target)
+        if config.timeout_for(target) > interval:
+            problems.append(f"{where}.timeout: must not be longer than the interval ({interval}s)")
+    return problems
+
+
+def parse_config(
+    text: str, source: str = "<config>", known_profiles: frozenset[str] | None = None
+) -> Config:
+    """Validate YAML text; raise ConfigError listing every problem with its key path."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{source}:{where}: {problem}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [f"{source}: the top level must be a mapping with settings/auths/targets"]
+        )
+    problems: list[str] = []
+    if "source" in raw:
+        problems.append("source: unknown key")
+    expanded = _expand_env(raw, "", problems)
+    config: Config | None = None
+    try:
+        config = Config.model_validate({**expanded, "source": source})
+    except ValidationError as exc:
+        problems.extend(_format_validation(exc, expanded))
+    if config is not None:
+        problems.extend(_cross_check(config, known_profiles))
+    if problems:
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    assert config is not None  # noqa: S101 - no problems means validation succeeded
+    return config
+
+
+def load_config(path: str | Path, known_profiles: frozenset[str] | None = None) -> Config:
+    """Read and validate a config file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+    return parse_config(text, str(path), known_profiles)

@@ -1,0 +1,327 @@
+"""SNMP driver: gufo-snmp asyncio client behind a small transport seam, plus profile matching."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from gufo.snmp import (
+    Aes128Key,
+    Aes192Key,
+    Aes256Key,
+    DesKey,
+    Md5Key,
+    NoSuchInstance,
+    Sha1Key,
+    Sha224Key,
+    Sha256Key,
+    Sha384Key,
+    Sha512Key,
+    SnmpAuthError,
+    SnmpDecodeError,
+    SnmpEncodeError,
+    SnmpError,
+    SnmpVersion,
+    User,
+)
+from gufo.snmp.aio.client import SnmpSession
+
+from poller.config import SnmpAuth
+from poller.drivers import DriverContext, PollSpec
+from poller.errors import (
+    AuthError,
+    DeviceError,
+    DeviceTimeoutError,
+    ProtocolError,
+    UnreachableError,
+    UnsupportedError,
+)
+from poller.model import DeviceData, DeviceInfo
+from poller.normalize import Fetched, normalize, text
+from poller.profiles import SYS_DESCR, SYS_OBJECT_ID, Profile, RawValue, oid_key
+
+T = TypeVar("T")
+
+# OIDs per GET request: small enough for any agent's PDU size, large enough to be cheap.
+GET_CHUNK = 16
+# A walk longer than this is an agent bug (or a hostile device), not a sensor table.
+MAX_WALK_ROWS = 20_000
+# SNMPv3 engine time must be refreshed when the session has been idle this long (RFC 3414
+# allows 150 s of drift).
+V3_REFRESH_AFTER = 120.0
+
+_AUTH_KEYS = {
+    "MD5": Md5Key,
+    "SHA": Sha1Key,
+    "SHA224": Sha224Key,
+    "SHA256": Sha256Key,
+    "SHA384": Sha384Key,
+    "SHA512": Sha512Key,
+}
+_PRIV_KEYS = {"DES": DesKey, "AES": Aes128Key, "AES192": Aes192Key, "AES256": Aes256Key}
+
+
+class SnmpTransport(Protocol):
+    """What the driver needs from an SNMP client; tests substitute a fake."""
+
+    async def get_many(self, oids: Sequence[str]) -> dict[str, RawValue]:
+        """GET the OIDs; missing ones (noSuchObject/noSuchInstance) are left out."""
+        ...
+
+    async def walk(self, oid: str) -> list[tuple[str, RawValue]]:
+        """Every (oid, value) below `oid`, in agent order."""
+        ...
+
+    def close(self) -> None:
+        """Drop the socket."""
+        ...
+
+
+def make_user(auth: SnmpAuth) -> User:
+    """Build a gufo-snmp USM user from validated credentials."""
+    level = auth.effective_security_level
+    kwargs: dict[str, Any] = {}
+    if level in ("authNoPriv", "authPriv") and auth.auth_protocol and auth.auth_password:
+        key = auth.auth_password.get_secret_value().encode()
+        kwargs["auth_key"] = _AUTH_KEYS[auth.auth_protocol](key)
+    if level == "authPriv" and auth.priv_protocol and auth.priv_password:
+        key = auth.priv_password.get_secret_value().encode()
+        kwargs["priv_key"] = _PRIV_KEYS[auth.priv_protocol](key)
+    return User(auth.username or "", **kwargs)
+
+
+class GufoTransport:
+    """SnmpTransport over gufo-snmp: one UDP socket per target, reused across polls."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        auth: SnmpAuth,
+        request_timeout: float,
+        retries: int,
+        max_repetitions: int,
+        semaphore: asyncio.Semaphore,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._auth = auth
+        self._timeout = request_timeout
+        self._retries = retries
+        self._max_repetitions = max_repetitions
+        self._semaphore = semaphore
+        self._session: SnmpSession | None = None
+        self._last_used = 0.0
+
+    async def _resolve(self) -> str:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                self._host, self._port, type=socket.SOCK_DGRAM
+            )
+        except OSError as exc:
+            raise UnreachableError(f"cannot resolve {self._host}: {exc.strerror}") from None
+        return str(infos[0][4][0])
+
+    async def _ensure_session(self) -> SnmpSession:
+        if self._session is not None and not (
+            self._auth.version == "3" and time.monotonic() - self._last_used > V3_REFRESH_AFTER
+        ):
+            return self._session
+        if self._session is None:
+            addr = await self._resolve()
+            version = {"1": SnmpVersion.v1, "2c": SnmpVersion.v2c, "3": SnmpVersion.v3}
+            kwargs: dict[str, Any] = {}
+            if self._auth.version == "3":
+                kwargs["user"] = make_user(self._auth)
+            elif self._auth.community is not None:
+                kwargs["community"] = self._auth.community.get_secret_value()
+            try:
+                self._session = SnmpSession(
+                    addr,
+                    self._port,
+                    version=version[self._auth.version],
+                    timeout=self._timeout,
+                    max_repetitions=self._max_repetitions,
+                    **kwargs,
+                )
+            except OSError as exc:
+                raise UnreachableError(f"cannot open socket: {exc.strerror}") from None
+        session = self._session
+        # SNMPv3: discover the engine id and time, and refresh it after idling.
+        await self._call(session.refresh)
+        return session
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run one request with retries on timeout, mapping library errors to DeviceErrors."""
+        attempts = self._retries + 1
+        for attempt in range(attempts):
+            try:
+                async with self._semaphore:
+                    result = await op()
+                self._last_used = time.monotonic()
+                return result
+            except TimeoutError:
+                if attempt + 1 == attempts:
+                    hint = " (wrong community?)" if self._auth.version != "3" else ""
+                    raise DeviceTimeoutError(
+                        f"no answer within {self._timeout:.1f}s x {attempts}{hint}"
+                    ) from None
+            except SnmpAuthError as exc:
+                self.close()
+                raise AuthError(f"SNMPv3 authentication failed: {exc}") from None
+            except (SnmpDecodeError, SnmpEncodeError) as exc:
+                raise ProtocolError(f"undecodable SNMP message: {exc}") from None
+            except NoSuchInstance:
+                raise
+            except SnmpError as exc:
+                raise ProtocolError(f"SNMP error: {exc}") from None
+            except OSError as exc:
+                self.close()
+                raise UnreachableError(f"network error: {exc.strerror or exc}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get_many(self, oids: Sequence[str]) -> dict[str, RawValue]:
+        """GET in chunks; on SNMPv1 a PDU with one missing OID fails whole, so split it."""
+        session = await self._ensure_session()
+        out: dict[str, RawValue] = {}
+        for start in range(0, len(oids), GET_CHUNK):
+            chunk = list(oids[start : start + GET_CHUNK])
+            got: dict[str, RawValue] = await self._call(lambda c=chunk: session.get_many(c))  # type: ignore[misc]
+            out.update(got)
+            if self._auth.version == "1" and len(got) < len(chunk):
+                for oid in chunk:
+                    if oid not in got:
+                        with contextlib.suppress(NoSuchInstance):
+                            out[oid] = await self._call(lambda o=oid: session.get(o))  # type: ignore[misc]
+        return out
+
+    async def walk(self, oid: str) -> list[tuple[str, RawValue]]:
+        """GETBULK (GETNEXT on v1) below `oid`; guards against agents that loop."""
+        session = await self._ensure_session()
+
+        async def run() -> list[tuple[str, RawValue]]:
+            rows: list[tuple[str, RawValue]] = []
+            last: tuple[int, ...] = ()
+            it = session.getnext(oid) if self._auth.version == "1" else session.getbulk(oid)
+            async for row_oid, value in it:
+                key = oid_key(row_oid)
+                if key <= last:
+                    raise ProtocolError(f"agent returned OIDs out of order at {row_oid}")
+                last = key
+                rows.append((row_oid, value))
+                if len(rows) > MAX_WALK_ROWS:
+                    raise ProtocolError(f"walk of {oid} exceeded {MAX_WALK_ROWS} rows")
+            return rows
+
+        try:
+            return await self._call(run)
+        except NoSuchInstance:
+            return []
+
+    def close(self) -> None:
+        """Forget the session; its socket closes with it."""
+        self._session = None
+
+
+class SnmpDriver:
+    """Polls one SNMP target: detects its profile once, then GETs scalars and walks columns."""
+
+    def __init__(
+        self,
+        spec: PollSpec,
+        context: DriverContext,
+        transport: SnmpTransport | None = None,
+    ) -> None:
+        assert isinstance(spec.auth, SnmpAuth)  # noqa: S101 - config cross-check guarantees it
+        self._spec = spec
+        self._auth = spec.auth
+        self._profiles = context.profiles
+        # Per-request timeout: the retries of one request must fit in the poll's deadline.
+        request_timeout = max(0.2, min(10.0, spec.timeout / (spec.retries + 1)))
+        self._transport = transport or GufoTransport(
+            spec.host,
+            spec.port,
+            spec.auth,
+            request_timeout,
+            spec.retries,
+            spec.max_repetitions,
+            context.snmp_semaphore,
+        )
+        self._profile: Profile | None = (
+            self._profiles.snmp(spec.profile) if spec.profile is not None else None
+        )
+        self._sys_object_id: str | None = None
+
+    @property
+    def profile(self) -> Profile | None:
+        """The profile in use (configured or detected), if known yet."""
+        return self._profile
+
+    async def detect(self) -> Profile:
+        """Pick a profile by sysObjectID, sysDescr, or the presence of a MIB's objects."""
+        got = await self._transport.get_many([SYS_DESCR, SYS_OBJECT_ID])
+        sys_object_id = text(got.get(SYS_OBJECT_ID)).lstrip(".")
+        sys_descr = text(got.get(SYS_DESCR))
+        static, probe = self._profiles.match_snmp(sys_object_id, sys_descr)
+        self._sys_object_id = sys_object_id
+        if static:
+            return static[0]
+        if probe:
+            oids = sorted({o for c in probe for o in c.spec.match.oid_exists}, key=oid_key)
+            present = await self._transport.get_many(oids)
+            for candidate in probe:
+                if any(present.get(o) is not None for o in candidate.spec.match.oid_exists):
+                    return candidate
+        shown = sys_object_id or "(none)"
+        raise UnsupportedError(f"no profile matches sysObjectID {shown} ({sys_descr[:80]!r})")
+
+    async def poll(self) -> DeviceData:
+        """Read the device once and normalise it through its profile."""
+        if self._profile is None:
+            self._profile = await self.detect()
+        profile = self._profile
+        oids = list(profile.scalar_oids)
+        detected = self._spec.profile is None
+        if detected:
+            oids.append(SYS_OBJECT_ID)  # one extra varbind tells us if the device was swapped
+        fetched = Fetched(scalars=await self._transport.get_many(oids) if oids else {})
+        if detected and SYS_OBJECT_ID in fetched.scalars:
+            now = text(fetched.scalars[SYS_OBJECT_ID]).lstrip(".")
+            if now != self._sys_object_id:
+                self._profile = None  # re-detect on the next poll
+        timeouts = 0
+        for column in profile.column_oids:
+            try:
+                rows = await self._transport.walk(column)
+            except DeviceTimeoutError as exc:
+                # One slow table is a partial result; two in a row means the device is gone.
+                timeouts += 1
+                if timeouts >= 2:
+                    raise
+                fetched.failed[column] = f"walk {column}: {exc}"
+                continue
+            except DeviceError as exc:
+                # A table the agent cannot serve costs only the readings that need it.
+                fetched.failed[column] = f"walk {column}: {exc}"
+                continue
+            timeouts = 0
+            prefix = column + "."
+            fetched.columns[column] = {o[len(prefix) :]: v for o, v in rows if o.startswith(prefix)}
+        data = normalize(profile, fetched)
+        version = {"1": "snmpv1", "2c": "snmpv2c", "3": "snmpv3"}[self._auth.version]
+        info = DeviceInfo(
+            vendor=data.info.vendor,
+            model=data.info.model,
+            firmware=data.info.firmware,
+            profile=data.info.profile,
+            protocol=version,
+        )
+        return DeviceData(info=info, readings=data.readings, partial_errors=data.partial_errors)
+
+    async def close(self) -> None:
+        """Close the transport's socket."""
+        self._transport.close()

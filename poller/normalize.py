@@ -1,0 +1,236 @@
+"""Turn values fetched from a device into normalised Readings, as a profile says. Pure."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from poller.model import (
+    LOCATED,
+    DeviceData,
+    DeviceInfo,
+    Location,
+    Quantity,
+    Reading,
+)
+from poller.profiles import MetricSpec, Profile, RawValue, Ref
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_NAME = 128
+
+
+@dataclass
+class Fetched:
+    """Raw values of one poll: scalars by OID, table columns by column OID then row index."""
+
+    scalars: dict[str, RawValue] = field(default_factory=dict)
+    columns: dict[str, dict[str, RawValue]] = field(default_factory=dict)
+    # Column OIDs whose walk failed, with why; metrics needing them are skipped.
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def text(raw: RawValue) -> str:
+    """Render a raw value as text the way a profile's map keys and names are written."""
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    if isinstance(raw, float) and raw.is_integer():
+        return str(int(raw))
+    return _CONTROL.sub("", str(raw)).strip()
+
+
+def number(raw: RawValue) -> float | None:
+    """Read a raw value as a finite number; None when it is not one."""
+    if raw is None or isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        value = float(raw)
+    else:
+        try:
+            value = float(text(raw))
+        except ValueError:
+            return None
+    return value if math.isfinite(value) else None
+
+
+def to_celsius(value: float, unit: str) -> float | None:
+    """Convert a temperature to Celsius; None for an unknown unit name."""
+    unit = unit.lower()
+    if unit in ("celsius", "c"):
+        return value
+    if unit in ("fahrenheit", "f"):
+        return (value - 32.0) * 5.0 / 9.0
+    if unit in ("kelvin", "k"):
+        return value - 273.15
+    return None
+
+
+class _Row:
+    """Lookup context for one table row (or the scalars, for scalar metrics)."""
+
+    __slots__ = ("fetched", "index", "table")
+
+    def __init__(self, fetched: Fetched, table: str | None, index: str) -> None:
+        self.fetched = fetched
+        self.table = table
+        self.index = index
+
+    def raw(self, column: int | None, oid: str | None, table: str | None = None) -> RawValue:
+        if column is not None:
+            column_oid = f"{table or self.table}.{column}"
+            return self.fetched.columns.get(column_oid, {}).get(self.index)
+        if oid is not None:
+            return self.fetched.scalars.get(oid)
+        return None
+
+    def resolve(self, ref: Ref) -> RawValue:
+        raw: RawValue = (
+            ref.value if ref.value is not None else self.raw(ref.column, ref.oid, ref.table)
+        )
+        if ref.map is not None:
+            return ref.map.get(text(raw), ref.default)
+        return ref.default if raw is None or text(raw) == "" else raw
+
+
+def _keep(row: _Row, metric: MetricSpec) -> bool:
+    for cond in metric.when:
+        value = row.index if cond.index else text(row.raw(cond.column, cond.oid))
+        if cond.in_ is not None and value not in cond.in_:
+            return False
+        if cond.not_in is not None and value in cond.not_in:
+            return False
+    return True
+
+
+def _sensor(row: _Row, metric: MetricSpec) -> str:
+    name = text(row.resolve(metric.sensor)).replace("{index}", row.index)
+    if not name:
+        name = row.index
+    return name[:_MAX_NAME]
+
+
+def _location(row: _Row, metric: MetricSpec, sensor: str) -> Location | None:
+    if metric.quantity not in LOCATED:
+        return None
+    if metric.location is not None:
+        resolved = text(row.resolve(metric.location))
+        if resolved in Location.__members__.values():
+            return Location(resolved)
+    for rule in metric.location_rules:
+        if re.search(rule.match, sensor):
+            return rule.location
+    return Location.OTHER
+
+
+def _scaled(
+    row: _Row, metric: MetricSpec, raw: RawValue, scale: float, offset: float
+) -> float | None:
+    """Apply invalid sentinels, scale/offset and temperature unit conversion."""
+    if text(raw) in metric.invalid:
+        return None
+    value = number(raw)
+    if value is None:
+        return None
+    value = value * scale + offset
+    if metric.unit is not None:
+        unit = text(row.resolve(metric.unit))
+        return to_celsius(value, unit) if unit else None
+    return value
+
+
+def _readings_for_row(row: _Row, metric: MetricSpec, raw: RawValue, scale: float) -> list[Reading]:
+    sensor = _sensor(row, metric)
+    location = _location(row, metric, sensor)
+    if metric.map is not None:
+        if text(raw) in metric.invalid:
+            return []
+        mapped = metric.map.get(text(raw), metric.default)
+        if mapped is None:
+            return []
+        if metric.quantity in (Quantity.STATUS, Quantity.UPS_POWER_SOURCE):
+            return [
+                Reading(
+                    metric.quantity,
+                    sensor,
+                    0.0,
+                    location,
+                    state=str(mapped),
+                    hw_type=metric.hw_type,
+                )
+            ]
+        value = number(mapped)
+    else:
+        value = _scaled(row, metric, raw, scale, metric.offset)
+    if value is None:
+        return []
+    out = [Reading(metric.quantity, sensor, value, location, hw_type=metric.hw_type)]
+    for limit_type, ref in metric.limits.items():
+        limit_scale = ref.scale if ref.scale is not None else metric.scale
+        limit = _scaled(row, metric, row.resolve(ref), limit_scale, metric.offset)
+        if limit is not None:
+            out.append(Reading(metric.quantity, sensor, limit, location, limit_type=limit_type))
+    return out
+
+
+def _metric_readings(metric: MetricSpec, fetched: Fetched) -> tuple[list[Reading], str | None]:
+    """Readings of one metric spec, or the reason it was skipped."""
+    if metric.table is None:
+        assert metric.oid is not None  # noqa: S101 - guaranteed by MetricSpec validation
+        row = _Row(fetched, None, "0")
+        candidates = [(metric.oid, metric.scale)] + [(f.oid, f.scale) for f in metric.fallback]
+        for oid, scale in candidates:
+            raw = fetched.scalars.get(oid)
+            if raw is not None and _keep(row, metric):
+                readings = _readings_for_row(row, metric, raw, scale)
+                if readings:
+                    return readings, None
+        return [], None
+    failed = [fetched.failed[c] for c in sorted(metric.column_oids()) if c in fetched.failed]
+    if failed:
+        return [], failed[0]
+    out: list[tuple[str, list[Reading]]] = []
+    for index, raw in fetched.columns.get(f"{metric.table}.{metric.value}", {}).items():
+        row = _Row(fetched, metric.table, index)
+        if _keep(row, metric):
+            out.append((index, _readings_for_row(row, metric, raw, metric.scale)))
+    # Two rows with one name (e.g. unnamed probes all called "Unknown") would produce duplicate
+    # series, which Prometheus rejects: tell them apart by their index.
+    counts = Counter(rs[0].sensor for _, rs in out if rs)
+    result: list[Reading] = []
+    for index, rs in out:
+        result.extend(
+            replace(r, sensor=f"{r.sensor} ({index})") if counts[r.sensor] > 1 else r for r in rs
+        )
+    return result, None
+
+
+def device_info(profile: Profile, scalars: Mapping[str, RawValue]) -> DeviceInfo:
+    """The vendor/model/firmware a profile's info entries point at."""
+    row = _Row(Fetched(scalars=dict(scalars)), None, "0")
+    values = {key: text(row.resolve(ref))[:_MAX_NAME] for key, ref in profile.spec.info.items()}
+    return DeviceInfo(
+        vendor=values.get("vendor", ""),
+        model=values.get("model", ""),
+        firmware=values.get("firmware", ""),
+        profile=profile.name,
+    )
+
+
+def normalize(profile: Profile, fetched: Fetched) -> DeviceData:
+    """Evaluate every metric of a profile against fetched values."""
+    readings: list[Reading] = []
+    partial: set[str] = set()
+    for metric in profile.metrics:
+        got, skipped = _metric_readings(metric, fetched)
+        readings.extend(got)
+        if skipped:
+            partial.add(skipped)
+    return DeviceData(
+        info=device_info(profile, fetched.scalars),
+        readings=tuple(readings),
+        partial_errors=tuple(sorted(partial)),
+    )
