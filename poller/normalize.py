@@ -138,8 +138,10 @@ def _scaled(
     value = value * scale + offset
     if metric.unit is not None:
         unit = text(row.resolve(metric.unit))
-        return to_celsius(value, unit) if unit else None
-    return value
+        converted = to_celsius(value, unit) if unit else None
+        return None if converted is None else round(converted, 6)
+    # Scaling decimal fixed-point (tenths, percent) must not export 81.60000000000001.
+    return round(value, 6)
 
 
 def _readings_for_row(row: _Row, metric: MetricSpec, raw: RawValue, scale: float) -> list[Reading]:

@@ -1,0 +1,66 @@
+"""RFC 1628 and APC UPS profiles against snmpsim serving the project's recordings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from poller.simulator.snmpsim import SnmpSim
+from tests.util import (
+    check_golden,
+    golden_exposition,
+    poll_once,
+    promtool_check_metrics,
+    readings,
+    snmp_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_apc_smartups_normalised(snmpsim: SnmpSim) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "apc-smartups")))
+    got = readings(result)
+    assert result.data is not None
+    assert result.data.info.profile == "apc-ups"  # detected by sysObjectID
+    assert result.data.info.model == "Smart-UPS SRT 3000"
+    assert got[("ups_power_source", "output", "")] == "utility"
+    assert got[("battery_charge", "battery", "")] == pytest.approx(0.973)
+    assert got[("battery_time_left", "battery", "")] == pytest.approx(2220)
+    assert got[("ups_load", "output", "")] == pytest.approx(0.384)
+    assert got[("voltage", "input", "")] == pytest.approx(229.4)
+    # The probe reports Fahrenheit (iemStatusProbeTempUnits=2): 77 F is 25 C.
+    assert got[("temperature", "Rack A Inlet", "")] == pytest.approx(25.0)
+    assert got[("temperature", "Rack A Inlet", "high.critical")] == pytest.approx(35.0)
+    assert got[("temperature", "Rack A Inlet", "low.degraded")] == pytest.approx(15.0)
+    assert got[("humidity", "Rack A Inlet", "")] == pytest.approx(0.41)
+    assert got[("status", "Rack A Door", "contact")] == "degraded"
+    # The disconnected probe ("Unknown", status 1) is omitted, not exported as 0 or -1.
+    assert not [k for k in got if k[1].startswith("Unknown")]
+
+
+def test_rfc1628_detected_by_presence(snmpsim: SnmpSim) -> None:
+    # The card reports net-snmp's generic sysObjectID: recognised by upsIdentManufacturer.
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "rfc1628-ups")))
+    got = readings(result)
+    assert result.data is not None and result.data.info.profile == "rfc1628-ups"
+    assert result.data.info.vendor == "RPS SpA"
+    assert got[("battery_time_left", "battery", "")] == 48 * 60
+    assert got[("battery_charge", "battery", "")] == pytest.approx(1.0)
+    assert got[("ups_power_source", "output", "")] == "utility"
+    assert got[("ups_load", "output", "")] == pytest.approx(0.42)
+    assert got[("temperature", "battery", "")] == 29
+    assert ("voltage", "input", "") in got
+    # Battery current -1 means "not available": there is no current metric, and no -1 leaks.
+    assert all(v != -1 for v in got.values())
+
+
+@pytest.mark.parametrize(
+    ("community", "golden"), [("apc-smartups", "apc-ups"), ("rfc1628-ups", "rfc1628-ups")]
+)
+def test_golden_exposition(snmpsim: SnmpSim, community: str, golden: str) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, community, name=f"{golden}-1")))
+    text = golden_exposition(result)
+    promtool_check_metrics(text)
+    check_golden(golden, text)
