@@ -343,36 +343,54 @@ def _format_validation(exc: ValidationError, raw: Any) -> list[str]:
     return problems
 
 
-def _cross_check(config: Config, known_profiles: frozenset[str] | None) -> list[str]:
-    problems = []
+def _cross_check(raw: dict[str, Any], known_profiles: frozenset[str] | None) -> list[str]:
+    """References between sections, checked on the raw data so they are reported even when
+    other keys fail validation."""
+    problems: list[str] = []
+    auths = raw.get("auths") if isinstance(raw.get("auths"), dict) else {}
+    targets = raw.get("targets") if isinstance(raw.get("targets"), list) else []
     seen: dict[str, int] = {}
-    for i, target in enumerate(config.targets):
-        where = f"targets[{i}] ({target.name})"
-        if target.name in seen:
-            problems.append(
-                f"{where}.name: duplicate target name (also targets[{seen[target.name]}])"
-            )
-        seen.setdefault(target.name, i)
-        auth = config.auths.get(target.auth)
-        if auth is None:
-            defined = ", ".join(sorted(config.auths)) or "none"
-            problems.append(
-                f"{where}.auth: {target.auth!r} is not defined in auths (defined: {defined})"
-            )
-        elif auth.protocol != target.protocol:
-            problems.append(
-                f"{where}.auth: {target.auth!r} is {auth.protocol} credentials, "
-                f"but the target's protocol is {target.protocol}"
-            )
+    for i, target in enumerate(targets):
+        if not isinstance(target, dict):
+            continue
+        name = target.get("name")
+        where = f"targets[{i}]" + (f" ({name})" if isinstance(name, str) else "")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(f"{where}.name: duplicate target name (also targets[{seen[name]}])")
+            seen.setdefault(name, i)
+        ref = target.get("auth")
+        if isinstance(ref, str):
+            auth = auths.get(ref) if isinstance(auths, dict) else None
+            if auth is None:
+                defined = ", ".join(sorted(map(str, auths or {}))) or "none"
+                problems.append(
+                    f"{where}.auth: {ref!r} is not defined in auths (defined: {defined})"
+                )
+            elif isinstance(auth, dict) and auth.get("protocol") != target.get("protocol"):
+                problems.append(
+                    f"{where}.auth: {ref!r} is {auth.get('protocol')} credentials, "
+                    f"but the target's protocol is {target.get('protocol')}"
+                )
+        profile = target.get("profile")
         if (
-            target.profile is not None
+            isinstance(profile, str)
             and known_profiles is not None
-            and target.profile not in known_profiles
+            and profile not in known_profiles
         ):
-            problems.append(f"{where}.profile: no profile named {target.profile!r}")
+            problems.append(f"{where}.profile: no profile named {profile!r}")
+    return problems
+
+
+def _check_timing(config: Config) -> list[str]:
+    problems = []
+    for i, target in enumerate(config.targets):
         interval = config.interval_for(target)
         if config.timeout_for(target) > interval:
-            problems.append(f"{where}.timeout: must not be longer than the interval ({interval}s)")
+            problems.append(
+                f"targets[{i}] ({target.name}).timeout: must not be longer than the interval "
+                f"({interval:g}s)"
+            )
     return problems
 
 
@@ -402,8 +420,9 @@ def parse_config(
         config = Config.model_validate({**expanded, "source": source})
     except ValidationError as exc:
         problems.extend(_format_validation(exc, expanded))
+    problems.extend(_cross_check(expanded, known_profiles))
     if config is not None:
-        problems.extend(_cross_check(config, known_profiles))
+        problems.extend(_check_timing(config))
     if problems:
         raise ConfigError([f"{source}: {p}" for p in problems])
     assert config is not None  # noqa: S101 - no problems means validation succeeded

@@ -116,6 +116,8 @@ class GufoTransport:
         self._semaphore = semaphore
         self._session: SnmpSession | None = None
         self._last_used = 0.0
+        # SNMPv3: whether an encrypted request was ever answered on this session.
+        self._answered = False
 
     async def _resolve(self) -> str:
         try:
@@ -163,9 +165,11 @@ class GufoTransport:
                 async with self._semaphore:
                     result = await op()
                 self._last_used = time.monotonic()
+                self._answered = True
                 return result
             except TimeoutError:
                 if attempt + 1 == attempts:
+                    self._explain_v3_silence()
                     hint = " (wrong community?)" if self._auth.version != "3" else ""
                     raise DeviceTimeoutError(
                         f"no answer within {self._timeout:.1f}s x {attempts}{hint}"
@@ -183,6 +187,24 @@ class GufoTransport:
                 self.close()
                 raise UnreachableError(f"network error: {exc.strerror or exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _explain_v3_silence(self) -> None:
+        """Agents drop requests they cannot decrypt, as they drop a wrong community. When
+        engine discovery (unencrypted) was answered but no encrypted request ever was, the
+        privacy password (or protocol) is the likely cause: say so instead of "timeout".
+        """
+        if (
+            self._auth.version == "3"
+            and self._auth.effective_security_level == "authPriv"
+            and not self._answered
+            and self._session is not None
+            and self._session.get_engine_id()
+        ):
+            self.close()
+            raise AuthError(
+                "the agent answers SNMPv3 discovery but not encrypted requests: "
+                "wrong priv_password or priv_protocol?"
+            )
 
     async def get_many(self, oids: Sequence[str]) -> dict[str, RawValue]:
         """GET in chunks; on SNMPv1 a PDU with one missing OID fails whole, so split it."""
@@ -225,6 +247,7 @@ class GufoTransport:
     def close(self) -> None:
         """Forget the session; its socket closes with it."""
         self._session = None
+        self._answered = False
 
 
 class SnmpDriver:
@@ -240,8 +263,9 @@ class SnmpDriver:
         self._spec = spec
         self._auth = spec.auth
         self._profiles = context.profiles
-        # Per-request timeout: the retries of one request must fit in the poll's deadline.
-        request_timeout = max(0.2, min(10.0, spec.timeout / (spec.retries + 1)))
+        # Per-request timeout: the retries of one request fit in 80 % of the poll's deadline,
+        # so that the driver, not the deadline, reports why a device stays silent.
+        request_timeout = max(0.2, min(10.0, 0.8 * spec.timeout / (spec.retries + 1)))
         self._transport = transport or GufoTransport(
             spec.host,
             spec.port,
