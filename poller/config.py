@@ -347,8 +347,8 @@ def _cross_check(raw: dict[str, Any], known_profiles: frozenset[str] | None) -> 
     """References between sections, checked on the raw data so they are reported even when
     other keys fail validation."""
     problems: list[str] = []
-    auths = raw.get("auths") if isinstance(raw.get("auths"), dict) else {}
-    targets = raw.get("targets") if isinstance(raw.get("targets"), list) else []
+    auths: dict[str, Any] = raw["auths"] if isinstance(raw.get("auths"), dict) else {}
+    targets: list[Any] = raw["targets"] if isinstance(raw.get("targets"), list) else []
     seen: dict[str, int] = {}
     for i, target in enumerate(targets):
         if not isinstance(target, dict):
@@ -361,9 +361,9 @@ def _cross_check(raw: dict[str, Any], known_profiles: frozenset[str] | None) -> 
             seen.setdefault(name, i)
         ref = target.get("auth")
         if isinstance(ref, str):
-            auth = auths.get(ref) if isinstance(auths, dict) else None
+            auth = auths.get(ref)
             if auth is None:
-                defined = ", ".join(sorted(map(str, auths or {}))) or "none"
+                defined = ", ".join(sorted(map(str, auths))) or "none"
                 problems.append(
                     f"{where}.auth: {ref!r} is not defined in auths (defined: {defined})"
                 )
