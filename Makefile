@@ -42,8 +42,10 @@ lint: venv
 
 ## make bench: polls per second and CPU seconds per poll against N simulated agents (N=200)
 N ?= 200
-bench: venv
+BMCS ?= 20
+bench: venv system-deps
 	$(BIN)/python -m tests.bench.bench_snmp --agents $(N)
+	@if [ -f tests/bench/bench_ipmi.py ]; then $(BIN)/python -m tests.bench.bench_ipmi --bmcs $(BMCS); fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

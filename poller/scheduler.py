@@ -75,7 +75,7 @@ class TargetRunner:
             async with asyncio.timeout(self.spec.timeout):
                 data = await self.driver.poll()
         except TimeoutError:
-            reason, message = "timeout", f"poll did not finish within {self.spec.timeout:.1f}s"
+            reason, message = "timeout", f"poll did not finish within {self.spec.timeout:.3g}s"
         except DeviceError as exc:
             reason, message = exc.reason, str(exc)
         except asyncio.CancelledError:

@@ -1,0 +1,117 @@
+"""Benchmark: device-polls per second and CPU-seconds per device-poll against N SNMP agents.
+
+N simulated APC Smart-UPS agents (snmpsim, one UDP endpoint each, same recording) are polled
+back to back by the real scheduler and SNMP driver for a fixed time. The poller runs in this
+process; snmpsim runs in child processes, so this process's CPU time is the poller's alone.
+Throughput is usually bounded by snmpsim (pure Python), CPU per poll is the poller's cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import time
+
+import yaml
+
+from poller.cli import raise_open_files_limit
+from poller.config import parse_config
+from poller.drivers import DriverContext, PollSpec, driver_for
+from poller.profiles import load_profiles
+from poller.scheduler import TargetRunner
+from poller.simulator.snmpsim import SnmpSim, free_udp_port
+from poller.store import Store
+
+COMMUNITY = "apc-smartups"
+
+
+def build_config(ports: list[int]) -> str:
+    doc = {
+        "settings": {"interval": "30s", "timeout": "10s", "retries": 0},
+        "auths": {"sim": {"protocol": "snmp", "version": "2c", "community": COMMUNITY}},
+        "targets": [
+            {"name": f"ups-{i}", "address": f"127.0.0.1:{port}", "protocol": "snmp", "auth": "sim"}
+            for i, port in enumerate(ports)
+        ],
+    }
+    return yaml.safe_dump(doc)
+
+
+async def run(config_text: str, seconds: float, warmup: float) -> tuple[int, int, float, float]:
+    """Every target polls back to back (closed loop) through TargetRunner.poll_once, the same
+    path the scheduler uses; returns (ok, failed, cpu seconds, wall seconds) after warm-up."""
+    config = parse_config(config_text, "<bench>")
+    store = Store()
+    context = DriverContext(load_profiles(), config.settings.snmp_concurrency, 1)
+    runners = []
+    for target in config.targets:
+        store.register(target.name, target.protocol, target.labels)
+        spec = PollSpec.from_config(config, target)
+        runners.append(TargetRunner(spec, {}, driver_for(spec, context), store, 0, 0))
+    counts = {"ok": 0, "failed": 0}
+    measuring = asyncio.Event()
+    stop_at = time.monotonic() + warmup + seconds
+
+    async def loop(runner: TargetRunner) -> None:
+        while time.monotonic() < stop_at:
+            result = await runner.poll_once()
+            if measuring.is_set():
+                counts["ok" if result.success else "failed"] += 1
+
+    tasks = [asyncio.create_task(loop(r)) for r in runners]
+    await asyncio.sleep(warmup)  # first polls: detection, sockets
+    measuring.set()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    await asyncio.gather(*tasks)
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.monotonic() - t0
+    for runner in runners:
+        await runner.driver.close()
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return counts["ok"], counts["failed"], cpu, wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--simulators", type=int, default=1, help="snmpsim processes to spread the agents over"
+    )
+    args = parser.parse_args()
+    raise_open_files_limit()
+    ports = [free_udp_port() for _ in range(args.agents)]
+    chunks = [ports[i :: args.simulators] for i in range(args.simulators)]
+    sims = [SnmpSim(ports=chunk) for chunk in chunks]
+    for sim in sims:
+        sim.start(timeout=120)
+    try:
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        ok, failed, cpu, wall = asyncio.run(run(build_config(ports), args.seconds, warmup=5.0))
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    finally:
+        for sim in sims:
+            sim.stop()
+    polls = ok + failed
+    print(
+        f"SNMP bench: {args.agents} simulated APC Smart-UPS agents "
+        f"({args.simulators} snmpsim process(es)), {wall:.1f} s measured"
+    )
+    print(f"  device-polls:            {polls} ({ok} ok, {failed} failed)")
+    print(f"  device-polls per second: {polls / wall:.1f}")
+    if polls:
+        print(f"  CPU seconds per poll:    {cpu / polls * 1000:.2f} ms (poller process only)")
+        print(f"  poller CPU utilisation:  {cpu / wall * 100:.0f} % of one core")
+        per_core = polls / cpu if cpu else float("inf")
+        print(
+            f"  => one core sustains ~{per_core:.0f} polls/s, i.e. ~{per_core * 30:.0f} "
+            f"devices at a 30 s interval"
+        )
+    print(f"  max RSS: {rss1 / 1024:.0f} MiB (before polling: {rss0 / 1024:.0f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
