@@ -20,7 +20,6 @@ from typing import Any
 
 import bcrypt
 import yaml
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from poller import __version__
 from poller.config import split_address
@@ -28,6 +27,10 @@ from poller.errors import ConfigError
 from poller.store import Store, TargetView
 
 log = logging.getLogger("hwpoller.http")
+
+# Every hwpoller metric and label name is valid in the classic text format, so the 0.0.4
+# content type is exact and understood by every Prometheus version still in use.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class WebConfig:
@@ -148,7 +151,7 @@ def make_handler(
                 return
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, render(store), CONTENT_TYPE_LATEST)
+                self._send(200, render(store), CONTENT_TYPE)
             elif path == "/healthz":
                 self._send(200, b"ok\n", "text/plain; charset=utf-8")
             elif path == "/":

@@ -1,0 +1,114 @@
+"""SNMP driver logic with a fake transport that records what was asked (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from poller.drivers import DriverContext, PollSpec
+from poller.drivers.snmp import SnmpDriver
+from poller.errors import DeviceTimeoutError, ProtocolError, UnsupportedError
+from poller.profiles import SYS_DESCR, SYS_OBJECT_ID, load_profiles
+from tests.util import snmp_config
+
+RawValue = None | str | bytes | int | float
+
+
+class FakeTransport:
+    """Serves a dict of OID -> value; chosen subtrees fail; records every request."""
+
+    def __init__(self, values: dict[str, RawValue], failing: dict[str, Exception] | None = None):
+        self.values = values
+        self.failing = failing or {}
+        self.gets: list[list[str]] = []
+        self.walks: list[str] = []
+
+    async def get_many(self, oids: Sequence[str]) -> dict[str, RawValue]:
+        self.gets.append(list(oids))
+        return {o: self.values[o] for o in oids if o in self.values}
+
+    async def walk(self, oid: str) -> list[tuple[str, RawValue]]:
+        self.walks.append(oid)
+        for prefix, exc in self.failing.items():
+            if oid.startswith(prefix):
+                raise exc
+        return sorted((o, v) for o, v in self.values.items() if o.startswith(oid + "."))
+
+    def close(self) -> None:
+        pass
+
+
+UPS = {
+    SYS_DESCR: b"Some UPS card",
+    SYS_OBJECT_ID: "1.3.6.1.4.1.99999.1",
+    "1.3.6.1.2.1.33.1.1.1.0": b"ACME",  # upsIdentManufacturer
+    "1.3.6.1.2.1.33.1.2.4.0": 55,  # upsEstimatedChargeRemaining
+    "1.3.6.1.2.1.33.1.4.1.0": 5,  # upsOutputSource battery
+    "1.3.6.1.2.1.33.1.3.3.1.3.1": 0,  # upsInputVoltage line 1 (mains gone)
+    "1.3.6.1.2.1.33.1.4.4.1.2.1": 229,  # upsOutputVoltage line 1
+    "1.3.6.1.2.1.33.1.4.4.1.5.1": 37,  # upsOutputPercentLoad
+}
+
+
+def driver(transport: FakeTransport, profile: str | None = None) -> SnmpDriver:
+    config = snmp_config(161, "c", profile=profile)
+    spec = PollSpec.from_config(config, config.targets[0])
+    return SnmpDriver(spec, DriverContext(load_profiles(), 4, 1), transport)
+
+
+def test_detects_by_presence_and_reads_values() -> None:
+    fake = FakeTransport(dict(UPS))
+    data = asyncio.run(driver(fake).poll())
+    assert data.info.profile == "rfc1628-ups"
+    got = {(r.quantity.value, r.sensor): (r.state or r.value) for r in data.readings}
+    assert got[("battery_charge", "battery")] == pytest.approx(0.55)
+    assert got[("ups_power_source", "output")] == "battery"
+    assert got[("voltage", "input")] == 0  # a real 0 V on the input is kept
+    # Detection asked for sysDescr/sysObjectID, then probed the MIBs' own objects.
+    assert fake.gets[0] == [SYS_DESCR, SYS_OBJECT_ID]
+    assert "1.3.6.1.2.1.33.1.1.1.0" in fake.gets[1]
+
+
+def test_partial_result_when_one_table_fails() -> None:
+    failing = {"1.3.6.1.2.1.33.1.3.3.1": ProtocolError("genErr")}  # the input table
+    data = asyncio.run(driver(FakeTransport(dict(UPS), failing)).poll())
+    sensors = {(r.quantity.value, r.sensor) for r in data.readings}
+    assert ("voltage", "input") not in sensors
+    assert ("voltage", "output") in sensors
+    assert ("battery_charge", "battery") in sensors
+    assert len(data.partial_errors) == 1
+    assert "genErr" in data.partial_errors[0]
+
+
+def test_two_table_timeouts_fail_the_poll() -> None:
+    failing = {"1.3.6.1.2.1.33.1": DeviceTimeoutError("no answer")}
+    with pytest.raises(DeviceTimeoutError):
+        asyncio.run(driver(FakeTransport(dict(UPS), failing)).poll())
+
+
+def test_unknown_device_is_unsupported() -> None:
+    fake = FakeTransport({SYS_DESCR: b"Toaster 3000", SYS_OBJECT_ID: "1.3.6.1.4.1.4242.7"})
+    with pytest.raises(
+        UnsupportedError, match=r"no profile matches sysObjectID 1\.3\.6\.1\.4\.1\.4242\.7"
+    ):
+        asyncio.run(driver(fake).poll())
+
+
+def test_swapped_device_is_detected_again() -> None:
+    fake = FakeTransport(dict(UPS))
+    drv = driver(fake)
+    asyncio.run(drv.poll())
+    assert drv.profile is not None
+    fake.values[SYS_OBJECT_ID] = "1.3.6.1.4.1.318.1.3.27"  # now an APC Smart-UPS
+    asyncio.run(drv.poll())
+    assert drv.profile is None  # the next poll detects afresh
+
+
+def test_configured_profile_skips_detection() -> None:
+    fake = FakeTransport(dict(UPS))
+    data = asyncio.run(driver(fake, profile="rfc1628-ups").poll())
+    assert data.info.profile == "rfc1628-ups"
+    assert [SYS_DESCR, SYS_OBJECT_ID] not in fake.gets
+    assert SYS_OBJECT_ID not in fake.gets[0]
