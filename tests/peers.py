@@ -140,3 +140,44 @@ class UdpResponder:
         self._stop.set()
         self._thread.join(2)
         self._sock.close()
+
+
+class LoopingAgent(UdpResponder):
+    """An SNMPv2c 'agent' that answers GET normally for sysObjectID (an APC UPS) but answers
+    every GETBULK/GETNEXT with the very OID it was asked for: a walk that never advances.
+    Real firmware bugs do this; a poller that trusts it walks forever."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    def _answer(self, request: bytes) -> bytes | None:
+        from pyasn1.codec.ber import decoder, encoder
+        from pysnmp.proto import api
+
+        proto = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
+        message, _ = decoder.decode(request, asn1Spec=proto.Message())
+        pdu = proto.apiMessage.get_pdu(message)
+        response = proto.apiMessage.get_response(message)
+        rsp_pdu = proto.apiMessage.get_pdu(response)
+        varbinds = []
+        for oid, _value in proto.apiPDU.get_varbinds(pdu):
+            if str(oid) == "1.3.6.1.2.1.1.2.0":
+                varbinds.append((oid, proto.ObjectIdentifier("1.3.6.1.4.1.318.1.3.27")))
+            else:
+                # GET gets a 1; GETNEXT/GETBULK get the same OID back: no progress.
+                varbinds.append((oid, proto.Integer(1)))
+        proto.apiPDU.set_varbinds(rsp_pdu, varbinds)
+        return bytes(encoder.encode(response))
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self._sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.requests += 1
+            answer = self._answer(data)
+            if answer:
+                self._sock.sendto(answer, peer)

@@ -118,3 +118,19 @@ def test_bad_devices_do_not_disturb_a_healthy_one(snmpsim: SnmpSim) -> None:
     gaps = [b - a for a, b in itertools.pairwise(healthy_polls)]
     assert len(healthy_polls) >= 6, healthy_polls
     assert max(gaps) < 1.5, gaps
+
+
+def test_agent_whose_walk_never_advances_costs_only_its_tables() -> None:
+    from tests.peers import LoopingAgent
+    from tests.util import poll_once, snmp_config
+
+    with LoopingAgent() as agent:
+        config = snmp_config(agent.port, "public", name="looping")
+        result = asyncio.run(poll_once(config))
+    # Each walk stops at the first repeated OID; the tables are reported as failed and
+    # nothing from them is exported, while scalars answered by GET are kept.
+    assert result.data is not None
+    assert result.data.partial_errors
+    assert all("out of order" in e for e in result.data.partial_errors)
+    assert not [r for r in result.data.readings if r.quantity.value == "humidity"]
+    assert agent.requests < 100  # a handful per table, never an endless walk
