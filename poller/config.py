@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from poller.errors import ConfigError
+from poller.target_files import read_target_files
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -165,11 +166,13 @@ class IpmiAuth(_Strict):
     username: str = ""
     password: SecretStr | None = None
     privilege: Literal["callback", "user", "operator", "administrator"] = "user"
+    # The BMC key (K_g) for RMCP+ two-key login, when the BMC has one set.
+    kg: SecretStr | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _files(cls, data: Any) -> Any:
-        return _read_secret_files(data, ("password",))
+        return _read_secret_files(data, ("password", "kg"))
 
 
 Auth = Annotated[SnmpAuth | IpmiAuth, Field(discriminator="protocol")]
@@ -178,6 +181,7 @@ Auth = Annotated[SnmpAuth | IpmiAuth, Field(discriminator="protocol")]
 class IpmiOptions(_Strict):
     """Per-target opt-ins to IPMI modes the security defaults refuse."""
 
+    # pyghmi never proposes cipher suite 0 (no authentication), so this only documents intent.
     allow_cipher_suite_0: bool = False
     allow_ipmi_v1_5: bool = False
     allow_anonymous: bool = False
@@ -228,6 +232,7 @@ class Settings(_Strict):
     snmp_concurrency: int = Field(default=256, ge=1)
     ipmi_threads: int = Field(default=32, ge=1)
     profile_dirs: list[str] = Field(default_factory=list)
+    target_files: list[str] = Field(default_factory=list)  # file_sd-style target lists
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -415,6 +420,13 @@ def parse_config(
     if "source" in raw:
         problems.append("source: unknown key")
     expanded = _expand_env(raw, "", problems)
+    settings = expanded.get("settings")
+    patterns = settings.get("target_files") if isinstance(settings, dict) else None
+    if isinstance(patterns, list) and all(isinstance(p, str) for p in patterns):
+        base = Path(source).parent if Path(source).exists() else Path.cwd()
+        extra = read_target_files(patterns, base, problems)
+        listed = expanded.get("targets")
+        expanded["targets"] = (listed if isinstance(listed, list) else []) + extra
     config: Config | None = None
     try:
         config = Config.model_validate({**expanded, "source": source})

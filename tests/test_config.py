@@ -222,3 +222,33 @@ def test_check_config_cli(
     assert "no profile named 'nope'" in capsys.readouterr().err
     assert main(["check-config", str(tmp_path / "missing.yml")]) == 1
     assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_file_sd_target_files(tmp_path: Path) -> None:
+    inventory = tmp_path / "sd"
+    inventory.mkdir()
+    (inventory / "ups.json").write_text(
+        '[{"targets": ["10.0.0.5", "10.0.0.6:1161"],'
+        ' "labels": {"__auth__": "c", "site": "hq", "rack": "B"}}]'
+    )
+    (inventory / "bmc.yml").write_text(
+        "- targets: [10.0.1.11]\n  labels: {__auth__: i, __protocol__: ipmi, room: r1}\n"
+    )
+    text = (
+        "settings:\n  target_files: [sd/*.json, sd/*.yml]\n"
+        "auths:\n  c: {protocol: snmp, community: x}\n  i: {protocol: ipmi, username: u}\n"
+        "targets:\n  - {name: local, address: h, protocol: snmp, auth: c}\n"
+    )
+    cfg = tmp_path / "hw.yml"
+    cfg.write_text(text)
+    from poller.config import load_config
+
+    config = load_config(cfg)
+    names = {t.name: t for t in config.targets}
+    assert set(names) == {"local", "10.0.0.5", "10.0.0.6:1161", "10.0.1.11"}
+    assert names["10.0.0.6:1161"].labels == {"site": "hq", "rack": "B"}
+    assert names["10.0.1.11"].protocol == "ipmi"
+    (inventory / "bad.json").write_text('[{"targets": ["10.0.0.9"], "labels": {"__auht__": "c"}}]')
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "bad.json: [0].labels.__auth__: missing" in str(err.value)
