@@ -22,7 +22,7 @@ import bcrypt
 import yaml
 
 from poller import __version__
-from poller.config import split_address
+from poller.config_values import split_address
 from poller.errors import ConfigError
 from poller.store import Store, TargetView
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from poller.cli import main
-from poller.config import parse_config, parse_duration, split_address
+from poller.config import parse_config
+from poller.config_values import parse_duration, split_address
 from poller.errors import ConfigError
 
 GOOD = """

@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from poller.config import Config, IpmiAuth, IpmiOptions, SnmpAuth, Target, split_address
+from poller.config import Config, IpmiAuth, IpmiOptions, SnmpAuth, Target
+from poller.config_values import split_address
 from poller.model import DeviceData
 from poller.profiles import ProfileSet
 
