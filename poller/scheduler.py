@@ -56,6 +56,12 @@ class TargetRunner:
         self._partial: tuple[str, ...] = ()
         self._logged_internal = False
 
+    def inherit(self, previous: TargetRunner) -> None:
+        """Continue the up/down bookkeeping of the runner this one replaces."""
+        self._failures = previous._failures
+        self._was_up = previous._was_up
+        self._partial = previous._partial
+
     async def run(self) -> None:
         """Poll on schedule until cancelled."""
         await asyncio.sleep(random.uniform(0, min(self.spec.interval, START_SPREAD)))
@@ -157,22 +163,31 @@ class Scheduler:
         await self.apply(self._config)
 
     async def apply(self, config: Config, profiles: ProfileSet | None = None) -> None:
-        """Bring the running targets in line with a (new) config; unchanged ones keep going."""
+        """Bring the running targets in line with a (new) config; unchanged ones keep going,
+        with their sessions, and replaced ones keep their up/down state so that a reload does
+        not log every down target again."""
+        old_profiles = self.context.profiles
+        profiles_changed = profiles is not None and (
+            profiles.names != old_profiles.names
+            or any(profiles.get(n) != old_profiles.get(n) for n in profiles.names)
+        )
         if profiles is not None:
             self.context.profiles = profiles
         old = self._config
         self._config = config
         wanted = {t.name: t for t in config.targets}
+        carried: dict[str, TargetRunner] = {}
         for name in list(self._runners):
             target = wanted.get(name)
             unchanged = (
                 target is not None
-                and profiles is None
+                and not profiles_changed
                 and PollSpec.from_config(config, target) == self._runners[name].spec
                 and target.labels == self._runners[name].labels
                 and old.settings == config.settings
             )
             if not unchanged:
+                carried[name] = self._runners[name]
                 await self._stop_target(name)
         self._store.retain(set(wanted))
         for name, target in wanted.items():
@@ -180,6 +195,8 @@ class Scheduler:
                 continue
             self._store.register(name, target.protocol, target.labels)
             runner = self._runner(config, target)
+            if name in carried:
+                runner.inherit(carried[name])
             self._runners[name] = runner
             self._tasks[name] = asyncio.create_task(runner.run(), name=f"poll:{name}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import pytest
 import yaml
@@ -93,6 +94,15 @@ def test_deadline_error_reasons_and_log_once(caplog: pytest.LogCaptureFixture) -
     assert len(tracebacks) == 1
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (at most 10 s) for a condition instead of a fixed sleep: the machine may be busy."""
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met within 10 s")
+
+
 def test_scheduler_reload_keeps_unchanged_and_closes_removed() -> None:
     drivers: dict[str, Scripted] = {}
 
@@ -104,10 +114,10 @@ def test_scheduler_reload_keeps_unchanged_and_closes_removed() -> None:
         store = Store()
         scheduler = Scheduler(config_for(["a", "b"]), load_profiles(), store, make_driver=make)  # type: ignore[arg-type]
         await scheduler.start()
-        await asyncio.sleep(1.2)
         first_a, first_b = drivers["a"], drivers["b"]
+        await until(lambda: first_a.calls >= 1 and first_b.calls >= 1)
         await scheduler.apply(config_for(["a", "c"]))  # type: ignore[arg-type]
-        await asyncio.sleep(1.2)
+        await until(lambda: drivers["c"].calls >= 1 and first_a.calls >= 2)
         assert drivers["a"] is first_a  # unchanged target kept its driver (and session)
         assert set(scheduler.runners) == {"a", "c"}
         await scheduler.stop()
