@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from poller import __version__
-from poller.config import Config, load_config, parse_config
+from poller.config import Config, check_profiles, load_config, parse_config
 from poller.errors import ConfigError, DeviceError, ProfileError
 from poller.exporter import exposition
 from poller.http import HttpServer, WebConfig
@@ -30,23 +30,8 @@ def load_all(path: str) -> tuple[Config, ProfileSet]:
         profiles = load_profiles(config.settings.profile_dirs)
     except ProfileError as exc:
         raise ConfigError(str(exc).splitlines()) from None
-    # Validate again now that the profile names are known, so a typo is caught up front.
-    problems = []
-    for i, target in enumerate(config.targets):
-        if target.profile is not None and target.profile not in profiles.names:
-            problems.append(
-                f"{path}: targets[{i}] ({target.name}).profile: no profile named "
-                f"{target.profile!r} (see `hwpoller profiles`)"
-            )
-        elif target.profile is not None:
-            kind = getattr(profiles.get(target.profile).spec, "protocol", "snmp")
-            if kind != target.protocol:
-                problems.append(
-                    f"{path}: targets[{i}] ({target.name}).profile: "
-                    f"{target.profile!r} is a {kind} profile"
-                )
-    if problems:
-        raise ConfigError(problems)
+    known = {n: getattr(profiles.get(n).spec, "protocol", "snmp") for n in profiles.names}
+    check_profiles(config, known)
     return config, profiles
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -257,7 +258,7 @@ def _format_validation(exc: ValidationError, raw: Any) -> list[str]:
     return problems
 
 
-def _cross_check(raw: dict[str, Any], known_profiles: frozenset[str] | None) -> list[str]:
+def _cross_check(raw: dict[str, Any]) -> list[str]:
     """References between sections, checked on the raw data so they are reported even when
     other keys fail validation."""
     problems: list[str] = []
@@ -286,13 +287,6 @@ def _cross_check(raw: dict[str, Any], known_profiles: frozenset[str] | None) -> 
                     f"{where}.auth: {ref!r} is {auth.get('protocol')} credentials, "
                     f"but the target's protocol is {target.get('protocol')}"
                 )
-        profile = target.get("profile")
-        if (
-            isinstance(profile, str)
-            and known_profiles is not None
-            and profile not in known_profiles
-        ):
-            problems.append(f"{where}.profile: no profile named {profile!r}")
     return problems
 
 
@@ -308,9 +302,7 @@ def _check_timing(config: Config) -> list[str]:
     return problems
 
 
-def parse_config(
-    text: str, source: str = "<config>", known_profiles: frozenset[str] | None = None
-) -> Config:
+def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate YAML text; raise ConfigError listing every problem with its key path."""
     try:
         raw = yaml.safe_load(text)
@@ -341,7 +333,7 @@ def parse_config(
         config = Config.model_validate({**expanded, "source": source})
     except ValidationError as exc:
         problems.extend(_format_validation(exc, expanded))
-    problems.extend(_cross_check(expanded, known_profiles))
+    problems.extend(_cross_check(expanded))
     if config is not None:
         problems.extend(_check_timing(config))
     if problems:
@@ -350,10 +342,29 @@ def parse_config(
     return config
 
 
-def load_config(path: str | Path, known_profiles: frozenset[str] | None = None) -> Config:
+def load_config(path: str | Path) -> Config:
     """Read and validate a config file."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
-    return parse_config(text, str(path), known_profiles)
+    return parse_config(text, str(path))
+
+
+def check_profiles(config: Config, known: Mapping[str, str]) -> None:
+    """Raise ConfigError when a target names a profile that does not exist, or one for
+    another protocol; `known` maps profile names to their protocol."""
+    problems = []
+    for i, target in enumerate(config.targets):
+        where = f"{config.source}: targets[{i}] ({target.name}).profile"
+        if target.profile is None:
+            continue
+        kind = known.get(target.profile)
+        if kind is None:
+            problems.append(
+                f"{where}: no profile named {target.profile!r} (see `hwpoller profiles`)"
+            )
+        elif kind != target.protocol:
+            problems.append(f"{where}: {target.profile!r} is a {kind} profile")
+    if problems:
+        raise ConfigError(problems)
