@@ -192,7 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list_profiles() -> int:
+    """Print every profile with how it is recognised, or which profiles include it."""
     profiles = load_profiles()
+    included_by: dict[str, list[str]] = {}
+    for profile in profiles.of_protocol("snmp"):
+        for name in getattr(profile.spec, "include", []):
+            included_by.setdefault(name, []).append(profile.name)
     for protocol in ("snmp", "ipmi"):
         for profile in profiles.of_protocol(protocol):
             spec = profile.spec
@@ -208,9 +213,13 @@ def _list_profiles() -> int:
                     values = getattr(match, attr, None)
                     if values:
                         how.append(f"{label} {', '.join(map(str, values))}")
+                if how and getattr(match, "fallback", False):
+                    how.append("generic fallback, tried last")
             print(f"{spec.name:<24} {protocol:<5} {spec.description}")
             if how:
                 print(f"{'':<31}matches: {'; '.join(how)}")
+            elif spec.name in included_by:
+                print(f"{'':<31}included by: {', '.join(included_by[spec.name])}")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from poller.model import (
@@ -16,7 +16,7 @@ from poller.model import (
     Quantity,
     Reading,
 )
-from poller.profiles import MetricSpec, Profile, RawValue, Ref
+from poller.profiles import Condition, MetricSpec, Profile, RawValue, Ref
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_NAME = 128
@@ -91,19 +91,41 @@ class _Row:
         raw: RawValue = (
             ref.value if ref.value is not None else self.raw(ref.column, ref.oid, ref.table)
         )
+        if ref.invalid and text(raw) in ref.invalid:
+            raw = None
         if ref.map is not None:
-            return ref.map.get(text(raw), ref.default)
-        return ref.default if raw is None or text(raw) == "" else raw
+            raw = ref.map.get(text(raw), ref.default)
+        elif raw is None or text(raw) == "":
+            raw = ref.default
+        if ref.format is not None and raw is not None:
+            return ref.format.replace("{value}", text(raw))
+        return raw
 
 
-def _keep(row: _Row, metric: MetricSpec) -> bool:
-    for cond in metric.when:
-        value = row.index if cond.index else text(row.raw(cond.column, cond.oid))
+def _keep(row: _Row, conditions: Iterable[Condition]) -> bool:
+    for cond in conditions:
+        value = row.index if cond.index else text(row.raw(cond.column, cond.oid, cond.table))
         if cond.in_ is not None and value not in cond.in_:
             return False
         if cond.not_in is not None and value in cond.not_in:
             return False
+        if cond.match is not None and not re.search(cond.match, value):
+            return False
+        if cond.not_match is not None and re.search(cond.not_match, value):
+            return False
     return True
+
+
+def _factor(row: _Row, metric: MetricSpec) -> float | None:
+    """The product of a metric's per-row multipliers over its divisors; None if unknown."""
+    factor = 1.0
+    for refs, divide in ((metric.multiply_by, False), (metric.divide_by, True)):
+        for ref in refs:
+            value = number(row.resolve(ref))
+            if value is None or (divide and value == 0):
+                return None
+            factor = factor / value if divide else factor * value
+    return factor
 
 
 def _sensor(row: _Row, metric: MetricSpec) -> str:
@@ -129,13 +151,14 @@ def _location(row: _Row, metric: MetricSpec, sensor: str) -> Location | None:
 def _scaled(
     row: _Row, metric: MetricSpec, raw: RawValue, scale: float, offset: float
 ) -> float | None:
-    """Apply invalid sentinels, scale/offset and temperature unit conversion."""
+    """Apply invalid sentinels, scale, per-row factors, offset and unit conversion."""
     if text(raw) in metric.invalid:
         return None
     value = number(raw)
-    if value is None:
+    factor = _factor(row, metric)
+    if value is None or factor is None:
         return None
-    value = value * scale + offset
+    value = value * scale * factor + offset
     if metric.unit is not None:
         unit = text(row.resolve(metric.unit))
         converted = to_celsius(value, unit) if unit else None
@@ -186,7 +209,7 @@ def _metric_readings(metric: MetricSpec, fetched: Fetched) -> tuple[list[Reading
         candidates = [(metric.oid, metric.scale)] + [(f.oid, f.scale) for f in metric.fallback]
         for oid, scale in candidates:
             raw = fetched.scalars.get(oid)
-            if raw is not None and _keep(row, metric):
+            if raw is not None and _keep(row, metric.when):
                 readings = _readings_for_row(row, metric, raw, scale)
                 if readings:
                     return readings, None
@@ -194,10 +217,12 @@ def _metric_readings(metric: MetricSpec, fetched: Fetched) -> tuple[list[Reading
     failed = [fetched.failed[c] for c in sorted(metric.column_oids()) if c in fetched.failed]
     if failed:
         return [], failed[0]
+    if metric.aggregate is not None:
+        return _aggregate(metric, fetched), None
     out: list[tuple[str, list[Reading]]] = []
     for index, raw in fetched.columns.get(f"{metric.table}.{metric.value}", {}).items():
         row = _Row(fetched, metric.table, index)
-        if _keep(row, metric):
+        if _keep(row, metric.when):
             out.append((index, _readings_for_row(row, metric, raw, metric.scale)))
     # Two rows with one name (e.g. unnamed probes all called "Unknown") would produce duplicate
     # series, which Prometheus rejects: tell them apart by their index.
@@ -208,6 +233,25 @@ def _metric_readings(metric: MetricSpec, fetched: Fetched) -> tuple[list[Reading
             replace(r, sensor=f"{r.sensor} ({index})") if counts[r.sensor] > 1 else r for r in rs
         )
     return result, None
+
+
+def _aggregate(metric: MetricSpec, fetched: Fetched) -> list[Reading]:
+    """One reading summarising the kept rows: whether there are any, or how many.
+
+    An empty (but successfully walked) table counts as 0: for an active-conditions table,
+    absence of a row is the device saying the condition is not present. Conditions on a
+    scalar `oid` gate the whole reading, so that a device without the table (whose walk is
+    just as empty) is not reported as having no alarms.
+    """
+    gates = [c for c in metric.when if c.oid is not None]
+    scalar_row = _Row(fetched, None, "0")
+    if gates and not _keep(scalar_row, gates):
+        return []
+    rows = fetched.columns.get(f"{metric.table}.{metric.value}", {})
+    kept = sum(1 for index in rows if _keep(_Row(fetched, metric.table, index), metric.when))
+    value = float(min(kept, 1) if metric.aggregate == "any" else kept)
+    # Sensor, location and limits come from constants or scalars: evaluate them as a scalar.
+    return _readings_for_row(scalar_row, metric, value, metric.scale)
 
 
 def device_info(profile: Profile, scalars: Mapping[str, RawValue]) -> DeviceInfo:

@@ -1,8 +1,8 @@
 """Device profiles as data: load mibs/*.yaml into Profile objects and match devices to them.
 
 A profile says which OIDs to GET and which table columns to walk, and how each value
-becomes a normalised Reading (see docs/profiles.md for the format). Evaluating a profile
-against fetched values is pure: no I/O happens here.
+becomes a normalised Reading (see docs/profiles.md for the format, poller.profile_spec for
+its models). Evaluating a profile against fetched values is pure: no I/O happens here.
 """
 
 from __future__ import annotations
@@ -12,236 +12,46 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
 from poller.errors import ProfileError
-from poller.model import (
-    LIMITED,
-    LOCATED,
-    HwType,
-    LimitType,
-    Location,
-    PowerSource,
-    Quantity,
-    State,
+from poller.ipmi_profiles import IpmiProfile
+from poller.profile_spec import (
+    Condition,
+    Fallback,
+    LocationRule,
+    MatchSpec,
+    MetricSpec,
+    RawValue,
+    Ref,
+    SnmpProfile,
 )
+
+__all__ = [
+    "BUILTIN_PROFILE_DIR",
+    "PROFILE_MODELS",
+    "SYS_DESCR",
+    "SYS_OBJECT_ID",
+    "Condition",
+    "Fallback",
+    "LocationRule",
+    "MatchSpec",
+    "MetricSpec",
+    "Profile",
+    "ProfileSet",
+    "RawValue",
+    "Ref",
+    "SnmpProfile",
+    "load_profiles",
+    "oid_key",
+]
 
 BUILTIN_PROFILE_DIR = Path(__file__).resolve().parent.parent / "mibs"
 SYS_DESCR = "1.3.6.1.2.1.1.1.0"
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
-
-# Raw SNMP value as delivered by the transport.
-RawValue = None | str | bytes | int | float
-
-
-def _oid(value: Any) -> Any:
-    """Normalise an OID written in a profile: strip a leading dot, check it is numeric."""
-    if not isinstance(value, str):
-        value = str(value)
-    text = value.strip().lstrip(".")
-    if not re.fullmatch(r"\d+(\.\d+)+", text):
-        raise ValueError(f"{value!r} is not a numeric OID")
-    return text
-
-
-Oid = Annotated[str, BeforeValidator(_oid)]
-
-
-def _str_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    return value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Ref(_Strict):
-    """Where a value comes from: a column of the same table row, a scalar OID, or a constant.
-
-    `table` reads the column from another table indexed the same way (APC keeps thresholds
-    in a config table beside the status table, for example).
-    """
-
-    column: int | None = Field(default=None, ge=0)
-    table: Oid | None = None
-    oid: Oid | None = None
-    value: str | float | None = None
-    map: Annotated[dict[str, str | float], BeforeValidator(_str_keys)] | None = None
-    default: str | float | None = None
-    scale: float | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Ref:
-        sources = [s for s in (self.column, self.oid, self.value) if s is not None]
-        if len(sources) != 1:
-            raise ValueError("give exactly one of column, oid or value")
-        if self.table is not None and self.column is None:
-            raise ValueError("table only applies together with column")
-        return self
-
-
-def _ref(value: Any) -> Any:
-    """A bare string or number in a profile is a constant."""
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return {"value": value}
-    return value
-
-
-RefSpec = Annotated[Ref, BeforeValidator(_ref)]
-
-
-class Condition(_Strict):
-    """Keep a row only when a column, a scalar or the row index is, or is not, in a set."""
-
-    column: int | None = Field(default=None, ge=0)
-    oid: Oid | None = None
-    index: bool = False
-    in_: Annotated[list[str], BeforeValidator(lambda v: [str(x) for x in v])] | None = Field(
-        default=None, alias="in"
-    )
-    not_in: Annotated[list[str], BeforeValidator(lambda v: [str(x) for x in v])] | None = None
-
-    @model_validator(mode="after")
-    def _shape(self) -> Condition:
-        if [self.column is not None, self.oid is not None, self.index].count(True) != 1:
-            raise ValueError("give exactly one of column, oid or index: true")
-        if (self.in_ is None) == (self.not_in is None):
-            raise ValueError("give exactly one of in or not_in")
-        return self
-
-
-class LocationRule(_Strict):
-    """Pick a location when the sensor name matches a regular expression."""
-
-    match: str
-    location: Location
-
-    @model_validator(mode="after")
-    def _regex(self) -> LocationRule:
-        try:
-            re.compile(self.match)
-        except re.error as exc:
-            raise ValueError(f"bad regular expression {self.match!r}: {exc}") from None
-        return self
-
-
-class Fallback(_Strict):
-    """An alternative scalar OID read when the preferred one is missing."""
-
-    oid: Oid
-    scale: float = 1.0
-
-
-class MetricSpec(_Strict):
-    """One entry of a profile's `metrics:` list: a scalar or a table column -> readings."""
-
-    quantity: Quantity
-    oid: Oid | None = None  # a scalar, fetched with GET
-    table: Oid | None = None  # a table entry OID; columns below it are walked
-    value: int | None = Field(default=None, ge=0)  # the column holding the value
-    fallback: list[Fallback] = Field(default_factory=list)
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: RefSpec | None = None  # temperature unit: celsius, fahrenheit or kelvin
-    invalid: Annotated[list[str], BeforeValidator(lambda v: [str(x) for x in v])] = Field(
-        default_factory=list
-    )
-    map: Annotated[dict[str, str | float], BeforeValidator(_str_keys)] | None = None
-    default: str | float | None = None
-    sensor: RefSpec = Field(default_factory=lambda: Ref(value="{index}"))
-    location: RefSpec | None = None
-    location_rules: list[LocationRule] = Field(default_factory=list)
-    hw_type: HwType | None = None
-    when: list[Condition] = Field(default_factory=list)
-    limits: dict[LimitType, RefSpec] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _shape(self) -> MetricSpec:
-        if (self.oid is None) == (self.table is None):
-            raise ValueError("give exactly one of oid (a scalar) or table (with value)")
-        if self.table is not None and self.value is None:
-            raise ValueError("a table metric needs value: the column number holding the value")
-        if self.oid is not None and self.value is not None:
-            raise ValueError("value (a column number) only applies to table metrics")
-        if self.table is None:
-            uses_columns = any(r.column is not None for r in self._refs()) or any(
-                c.column is not None or c.index for c in self.when
-            )
-            if uses_columns:
-                raise ValueError("column references only work in table metrics")
-        if self.quantity == Quantity.STATUS:
-            if self.hw_type is None:
-                raise ValueError("a status metric needs hw_type")
-            self._check_states(State, "ok, degraded, failed")
-        elif self.quantity == Quantity.UPS_POWER_SOURCE:
-            self._check_states(PowerSource, ", ".join(PowerSource))
-        if self.limits and self.quantity not in LIMITED:
-            raise ValueError(f"limits are not exported for {self.quantity}")
-        if (self.location or self.location_rules) and self.quantity not in LOCATED:
-            raise ValueError(f"location does not apply to {self.quantity}")
-        return self
-
-    def _check_states(self, enum: type[State] | type[PowerSource], allowed: str) -> None:
-        if self.map is None:
-            raise ValueError(f"a {self.quantity} metric needs map: raw value -> state")
-        for state in [*self.map.values(), *([self.default] if self.default is not None else [])]:
-            if str(state) not in {e.value for e in enum}:
-                raise ValueError(f"state {state!r} is not one of {allowed}")
-
-    def _refs(self) -> list[Ref]:
-        refs = [self.sensor, *self.limits.values()]
-        return refs + [r for r in (self.unit, self.location) if r is not None]
-
-    def scalar_oids(self) -> set[str]:
-        """Every OID this metric needs fetched with GET."""
-        oids = {r.oid for r in self._refs() if r.oid is not None}
-        oids |= {c.oid for c in self.when if c.oid is not None}
-        if self.oid is not None:
-            oids.add(self.oid)
-            oids |= {f.oid for f in self.fallback}
-        return oids
-
-    def column_oids(self) -> set[str]:
-        """Every table column OID this metric needs walked."""
-        if self.table is None:
-            return set()
-        oids = {f"{self.table}.{self.value}"}
-        oids |= {
-            f"{r.table or self.table}.{r.column}" for r in self._refs() if r.column is not None
-        }
-        oids |= {f"{self.table}.{c.column}" for c in self.when if c.column is not None}
-        return oids
-
-
-class MatchSpec(_Strict):
-    """How a device is recognised without an explicit `profile:`."""
-
-    sys_object_id: list[Oid] = Field(default_factory=list)  # prefixes
-    sys_descr: list[str] = Field(default_factory=list)  # regular expressions
-    oid_exists: list[Oid] = Field(default_factory=list)  # any of these answering
-
-
-class SnmpProfile(_Strict):
-    """A profile for devices polled over SNMP."""
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    protocol: Literal["snmp"] = "snmp"
-    description: str = ""
-    match: MatchSpec = Field(default_factory=MatchSpec)
-    include: list[str] = Field(default_factory=list)
-    info: dict[Literal["vendor", "model", "firmware"], RefSpec] = Field(default_factory=dict)
-    metrics: list[MetricSpec] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _info_scalars(self) -> SnmpProfile:
-        if any(r.column is not None for r in self.info.values()):
-            raise ValueError("info entries take oid or value, not column")
-        return self
 
 
 @dataclass(frozen=True)
@@ -289,7 +99,7 @@ def _format_errors(source: str, exc: ValidationError) -> str:
 
 
 # Parsers per `protocol:` value of a profile file. Other protocols register here.
-PROFILE_MODELS: dict[str, type[BaseModel]] = {"snmp": SnmpProfile}
+PROFILE_MODELS: dict[str, type[BaseModel]] = {"snmp": SnmpProfile, "ipmi": IpmiProfile}
 
 
 class ProfileSet:
@@ -322,8 +132,8 @@ class ProfileSet:
         """Candidate profiles for a device: (matched outright best first, to probe in order).
 
         A sysObjectID prefix match wins (longest first), then a sysDescr pattern. Profiles
-        that can only be recognised by their MIB's objects answering come second; the caller
-        probes those with a GET of their oid_exists objects.
+        that can only be recognised by their MIB's objects answering come second, generic
+        fallback MIBs last; the caller probes those with a GET of their oid_exists objects.
         """
         by_oid: list[tuple[int, Profile]] = []
         by_descr: list[Profile] = []
@@ -342,6 +152,8 @@ class ProfileSet:
             elif match.oid_exists:
                 by_presence.append(profile)
         by_oid.sort(key=lambda item: -item[0])
+        # Generic MIBs (match.fallback) are probed after every specific one; sort is stable.
+        by_presence.sort(key=lambda p: p.spec.match.fallback)
         return [p for _, p in by_oid] + by_descr, by_presence
 
 

@@ -1,0 +1,245 @@
+"""One RMCP+ session to one BMC over pyghmi, with hwpoller's security policy. Blocking.
+
+Everything here runs in a worker thread of the IPMI executor, never on the event loop.
+
+pyghmi keeps sessions in class-level tables and hands an existing session back when a new
+one is asked for with the same BMC and credentials. After a BMC restarts or a session is
+logged out, those tables can hold a stale entry; asking pyghmi for a new session then hangs
+(it waits for a login that never finishes) or fails with a TypeError. So hwpoller creates
+its sessions directly, bypassing that lookup: each connect is a fresh login, and the old
+session is logged out and forgotten by the driver.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from pyghmi import exceptions as pyghmi_exc
+from pyghmi.ipmi.private import session as pyghmi_session
+
+from poller.errors import (
+    AuthError,
+    DeviceError,
+    DeviceTimeoutError,
+    ProtocolError,
+    UnreachableError,
+    UnsupportedError,
+)
+
+# IPMI privilege levels as numbered in the spec (RAKP message 1, Set Session Privilege).
+PRIVILEGES = {"callback": 1, "user": 2, "operator": 3, "administrator": 4}
+# pyghmi's integrity algorithm numbers after login: 256 = SHA-256 (cipher suite 17),
+# 1 = SHA-1 (cipher suite 3). pyghmi never proposes suite 0 (no authentication).
+CIPHER_SUITES = {256: 17, 1: 3}
+# Completion code a whole command can fail with when the session is gone.
+NO_RESPONSE = 0xFFFF
+# Longest single sleep while waiting for a reply (see _StrictSession.awaitresponse).
+WAIT_SLICE = 0.02
+
+_LOCK_INIT = threading.Lock()
+
+REFUSED_V15 = "the BMC offers only IPMI 1.5 (no RMCP+); set ipmi.allow_ipmi_v1_5 to accept it"
+
+_AUTH_HINTS = (
+    "incorrect password",
+    "unauthorized name",
+    "unauthorized role",
+    "invalid role",
+    "invalid username",
+    "invalid integrity check value",
+    "unauthorized guid",
+    "wrong kg",
+)
+_UNSUPPORTED_HINTS = (
+    "no cipher suite match",
+    "invalid authentication algorithm",
+    "invalid integrity algorithm",
+    "invalid confidentiality algorithm",
+    "md5 required",
+)
+
+
+class _StrictSession(pyghmi_session.Session):  # type: ignore[misc]
+    """pyghmi's session with IPMI 1.5 refused unless allowed.
+
+    pyghmi silently falls back to IPMI 1.5 (MD5 challenge, no encryption) when the BMC's
+    Get Channel Authentication Capabilities reply does not offer IPMI 2.0, or rejects the
+    2.0 form of that request. The check happens here, before any credential is sent.
+    """
+
+    allow_v15 = False
+
+    def _got_channel_auth_cap(self, response: dict[str, Any]) -> Any:
+        if not self.allow_v15 and "error" not in response:
+            data = response.get("data") or b""
+            offers_v2 = len(data) > 3 and data[1] & 0x80 and data[3] & 0x02
+            if response.get("code") == 0xCC or (response.get("code") == 0 and not offers_v2):
+                self.onlogon({"error": REFUSED_V15})
+                return None
+        return super()._got_channel_auth_cap(response)
+
+    def awaitresponse(self, retry: bool, netfn: int, command: int) -> None:
+        """pyghmi's wait loop, without its lost-wakeup stall.
+
+        pyghmi's I/O thread may receive the reply before this thread has queued its waiter;
+        the stock loop then sleeps until the retry timer (0.5-3 s) although the reply sits
+        in pktqueue. This copy checks the queue first and sleeps in short slices.
+        """
+        ps = pyghmi_session
+        self.awaitingresponse = True
+        try:
+            alltimeout = ps._monotonic_time() + (self._getmaxtimeout() * 2)
+            while (
+                retry
+                and ps.unmatched(self.lastresponse, netfn, command)
+                and (self.logging or self.logged or self.onlogpayload)
+            ):
+                if not self.pktqueue:
+                    timeout = self.expiration - ps._monotonic_time()
+                    ps._io_wait(min(timeout, WAIT_SLICE), self.sockaddr)
+                while self.iterwaiters:
+                    self.iterwaiters.pop()({"success": True})
+                self.process_pktqueue()
+                if ps._monotonic_time() > alltimeout:
+                    self._mark_broken()
+                    raise pyghmi_exc.IpmiException("Session no longer connected")
+                with ps.util.protect(ps.WAITING_SESSIONS):
+                    if self in self.waiting_sessions and self.expiration < ps._monotonic_time():
+                        self.waiting_sessions.pop(self, None)
+                        if not self.lastpayload and not self.logging:
+                            return
+                        self._timedout()
+        finally:
+            self.awaitingresponse = False
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An IPMI response: completion code and data bytes."""
+
+    code: int
+    data: bytes
+
+
+def classify_login_error(message: str) -> DeviceError:
+    """Turn pyghmi's login error text into a DeviceError with the right reason."""
+    text = message.lower()
+    if message == REFUSED_V15:
+        return UnsupportedError(message)
+    if any(hint in text for hint in _AUTH_HINTS):
+        return AuthError(f"the BMC rejected the credentials ({message})")
+    if any(hint in text for hint in _UNSUPPORTED_HINTS):
+        return UnsupportedError(f"no acceptable cipher suite (17 or 3): {message}")
+    if "timeout" in text or "no longer connected" in text:
+        return DeviceTimeoutError("the BMC did not answer the login")
+    if "unable to transmit" in text:
+        return UnreachableError("cannot send to the BMC's address")
+    if "insufficient resources" in text:
+        return ProtocolError(f"the BMC has no free session: {message}")
+    return ProtocolError(f"login failed: {message}")
+
+
+class BmcSession:
+    """A logged-in RMCP+ session; `raw` sends one command and waits for its response."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        privilege: str,
+        kg: str | None = None,
+        allow_v15: bool = False,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._session = self._login(host, port, username, password, privilege, kg, allow_v15)
+
+    @staticmethod
+    def _login(
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        privilege: str,
+        kg: str | None,
+        allow_v15: bool,
+    ) -> Any:
+        try:
+            socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise UnreachableError(f"cannot resolve {host}: {exc.strerror or exc}") from None
+        # pyghmi creates this lock lazily on the class it is called on; make sure every
+        # session (base class and ours) shares the one that guards its socket pool.
+        with _LOCK_INIT:
+            if pyghmi_session.Session.socketchecking is None:
+                pyghmi_session.Session.socketchecking = threading.Lock()
+            _StrictSession.socketchecking = pyghmi_session.Session.socketchecking
+        session = object.__new__(_StrictSession)
+        session.allow_v15 = allow_v15
+        # Sockets other sessions use to talk to the same address must not be shared (pyghmi
+        # routes answers by address and local port).
+        session.forbidsock = _sockets_in_use_for(host, port)
+        try:
+            pyghmi_session.Session.__init__(
+                session, host, username, password, port, kg, None, PRIVILEGES[privilege]
+            )
+        except pyghmi_exc.IpmiException as exc:
+            raise classify_login_error(str(exc)) from None
+        except OSError as exc:
+            raise UnreachableError(f"network error: {exc.strerror or exc}") from None
+        return session
+
+    @property
+    def version(self) -> str:
+        """How the session was negotiated: "ipmi" (RMCP+) or "ipmiv1.5"."""
+        return "ipmi" if self._session.ipmiversion >= 2.0 else "ipmiv1.5"
+
+    @property
+    def cipher_suite(self) -> int | None:
+        """The negotiated RMCP+ cipher suite (17 or 3), None for IPMI 1.5."""
+        if self._session.ipmiversion < 2.0:
+            return None
+        return CIPHER_SUITES.get(self._session.integrityalgo)
+
+    @property
+    def alive(self) -> bool:
+        """False once pyghmi has given the session up."""
+        return bool(self._session.logged) and not self._session.broken
+
+    def raw(self, netfn: int, command: int, data: bytes = b"", lun: int = 0) -> Response:
+        """Send one command; a dead session raises DeviceTimeoutError."""
+        try:
+            rsp = self._session.raw_command(
+                netfn=netfn, command=command, data=tuple(data), rslun=lun
+            )
+        except pyghmi_exc.IpmiException as exc:
+            raise DeviceTimeoutError(f"the BMC stopped answering ({exc})") from None
+        except (TypeError, KeyError, IndexError, AttributeError) as exc:
+            # pyghmi's own state went wrong (seen after BMC restarts): treat as dead.
+            raise ProtocolError(f"IPMI session failed: {type(exc).__name__}") from None
+        code = int(rsp.get("code", NO_RESPONSE))
+        if code == NO_RESPONSE or rsp.get("error") == "timeout":
+            raise DeviceTimeoutError("the BMC did not answer")
+        return Response(code, bytes(rsp.get("data") or b""))
+
+    def close(self) -> None:
+        """Log out (one Close Session, not retried) and release pyghmi's bookkeeping."""
+        try:
+            self._session.logout()
+        except Exception:  # noqa: BLE001 - a session that cannot log out is gone anyway
+            self._session.broken = True
+
+
+def _sockets_in_use_for(host: str, port: int) -> list[Any]:
+    """Sockets of live pyghmi sessions to this address (pyghmi's own __new__ does the same)."""
+    sockets = []
+    for handlers in list(pyghmi_session.Session.bmc_handlers.values()):
+        for other in list(handlers.values()):
+            if getattr(other, "bmc", None) == host and getattr(other, "port", None) == port:
+                sockets.append(other.socket)
+    return sockets

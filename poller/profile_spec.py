@@ -1,0 +1,288 @@
+"""The SNMP profile format: strict pydantic models for one mibs/*.yaml file.
+
+docs/profiles.md describes every key with examples. Loading, include resolution and device
+matching live in poller.profiles; evaluation against fetched values in poller.normalize.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from poller.model import (
+    LIMITED,
+    LOCATED,
+    HwType,
+    LimitType,
+    Location,
+    PowerSource,
+    Quantity,
+    State,
+)
+
+# Raw SNMP value as delivered by the transport.
+RawValue = None | str | bytes | int | float
+
+
+def _oid(value: Any) -> Any:
+    """Normalise an OID written in a profile: strip a leading dot, check it is numeric."""
+    if not isinstance(value, str):
+        value = str(value)
+    text = value.strip().lstrip(".")
+    if not re.fullmatch(r"\d+(\.\d+)+", text):
+        raise ValueError(f"{value!r} is not a numeric OID")
+    return text
+
+
+Oid = Annotated[str, BeforeValidator(_oid)]
+
+
+def _str_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    return value
+
+
+def _str_list(value: Any) -> Any:
+    if isinstance(value, list):
+        return [str(x) for x in value]
+    return value
+
+
+def _regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+
+
+StrList = Annotated[list[str], BeforeValidator(_str_list)]
+StrMap = Annotated[dict[str, str | float], BeforeValidator(_str_keys)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Ref(_Strict):
+    """Where a value comes from: a column of the same table row, a scalar OID, or a constant.
+
+    `table` reads the column from another table indexed the same way (APC keeps thresholds
+    in a config table beside the status table, for example).
+    """
+
+    column: int | None = Field(default=None, ge=0)
+    table: Oid | None = None
+    oid: Oid | None = None
+    value: str | float | None = None
+    map: StrMap | None = None
+    default: str | float | None = None
+    scale: float | None = None
+    # A text template for names: "{value}" is replaced by the resolved value.
+    format: str | None = None
+    # Raw values meaning "not set" (e.g. a threshold of -99 or 0): treated as absent.
+    invalid: StrList = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Ref:
+        sources = [s for s in (self.column, self.oid, self.value) if s is not None]
+        if len(sources) != 1:
+            raise ValueError("give exactly one of column, oid or value")
+        if self.table is not None and self.column is None:
+            raise ValueError("table only applies together with column")
+        return self
+
+
+def _ref(value: Any) -> Any:
+    """A bare string or number in a profile is a constant."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return {"value": value}
+    return value
+
+
+RefSpec = Annotated[Ref, BeforeValidator(_ref)]
+
+
+class Condition(_Strict):
+    """Keep a row only when a column, a scalar or the row index is, or is not, in a set, or
+    matches (or does not match) a regular expression."""
+
+    column: int | None = Field(default=None, ge=0)
+    table: Oid | None = None
+    oid: Oid | None = None
+    index: bool = False
+    in_: StrList | None = Field(default=None, alias="in")
+    not_in: StrList | None = None
+    match: str | None = None
+    not_match: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Condition:
+        if [self.column is not None, self.oid is not None, self.index].count(True) != 1:
+            raise ValueError("give exactly one of column, oid or index: true")
+        if self.table is not None and self.column is None:
+            raise ValueError("table only applies together with column")
+        tests = [self.in_, self.not_in, self.match, self.not_match]
+        if sum(t is not None for t in tests) != 1:
+            raise ValueError("give exactly one of in, not_in, match or not_match")
+        for pattern in (self.match, self.not_match):
+            if pattern is not None:
+                _regex(pattern)
+        return self
+
+
+class LocationRule(_Strict):
+    """Pick a location when the sensor name matches a regular expression."""
+
+    match: str
+    location: Location
+
+    @model_validator(mode="after")
+    def _check(self) -> LocationRule:
+        _regex(self.match)
+        return self
+
+
+class Fallback(_Strict):
+    """An alternative scalar OID read when the preferred one is missing."""
+
+    oid: Oid
+    scale: float = 1.0
+
+
+class MetricSpec(_Strict):
+    """One entry of a profile's `metrics:` list: a scalar or a table column -> readings."""
+
+    quantity: Quantity
+    oid: Oid | None = None  # a scalar, fetched with GET
+    table: Oid | None = None  # a table entry OID; columns below it are walked
+    value: int | None = Field(default=None, ge=0)  # the column holding the value
+    fallback: list[Fallback] = Field(default_factory=list)
+    scale: float = 1.0
+    offset: float = 0.0
+    # Per-row factors (e.g. a scale or precision column) applied to the value and its limits.
+    multiply_by: list[RefSpec] = Field(default_factory=list)
+    divide_by: list[RefSpec] = Field(default_factory=list)
+    unit: RefSpec | None = None  # temperature unit: celsius, fahrenheit or kelvin
+    invalid: StrList = Field(default_factory=list)
+    map: StrMap | None = None
+    default: str | float | None = None
+    sensor: RefSpec = Field(default_factory=lambda: Ref(value="{index}"))
+    location: RefSpec | None = None
+    location_rules: list[LocationRule] = Field(default_factory=list)
+    hw_type: HwType | None = None
+    when: list[Condition] = Field(default_factory=list)
+    limits: dict[LimitType, RefSpec] = Field(default_factory=dict)
+    # Collapse the kept rows of a table into one reading: `any` is 1 when at least one row
+    # is kept (else 0), `count` the number of kept rows. For tables whose rows exist only
+    # while something is true, such as active-alarm tables.
+    aggregate: Literal["any", "count"] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> MetricSpec:
+        if (self.oid is None) == (self.table is None):
+            raise ValueError("give exactly one of oid (a scalar) or table (with value)")
+        if self.table is not None and self.value is None:
+            raise ValueError("a table metric needs value: the column number holding the value")
+        if self.oid is not None and self.value is not None:
+            raise ValueError("value (a column number) only applies to table metrics")
+        if self.table is None:
+            uses_columns = any(r.column is not None for r in self._refs()) or any(
+                c.column is not None or c.index for c in self.when
+            )
+            if uses_columns:
+                raise ValueError("column references only work in table metrics")
+        if self.aggregate is not None:
+            self._check_aggregate()
+        if self.quantity == Quantity.STATUS:
+            if self.hw_type is None:
+                raise ValueError("a status metric needs hw_type")
+            self._check_states(State, "ok, degraded, failed")
+        elif self.quantity == Quantity.UPS_POWER_SOURCE:
+            self._check_states(PowerSource, ", ".join(PowerSource))
+        if self.limits and self.quantity not in LIMITED:
+            raise ValueError(f"limits are not exported for {self.quantity}")
+        if (self.location or self.location_rules) and self.quantity not in LOCATED:
+            raise ValueError(f"location does not apply to {self.quantity}")
+        return self
+
+    def _check_aggregate(self) -> None:
+        if self.table is None:
+            raise ValueError("aggregate only applies to table metrics")
+        if "sensor" not in self.model_fields_set:
+            raise ValueError("an aggregate metric needs a sensor name")
+        row_refs = [self.sensor, *self.limits.values(), *self.multiply_by, *self.divide_by]
+        row_refs += [r for r in (self.unit, self.location) if r is not None]
+        if any(r.column is not None for r in row_refs):
+            raise ValueError(
+                "an aggregate metric is one reading: sensor, location and limits "
+                "cannot come from a column"
+            )
+
+    def _check_states(self, enum: type[State] | type[PowerSource], allowed: str) -> None:
+        if self.map is None:
+            raise ValueError(f"a {self.quantity} metric needs map: raw value -> state")
+        for state in [*self.map.values(), *([self.default] if self.default is not None else [])]:
+            if str(state) not in {e.value for e in enum}:
+                raise ValueError(f"state {state!r} is not one of {allowed}")
+
+    def _refs(self) -> list[Ref]:
+        refs = [self.sensor, *self.limits.values(), *self.multiply_by, *self.divide_by]
+        return refs + [r for r in (self.unit, self.location) if r is not None]
+
+    def scalar_oids(self) -> set[str]:
+        """Every OID this metric needs fetched with GET."""
+        oids = {r.oid for r in self._refs() if r.oid is not None}
+        oids |= {c.oid for c in self.when if c.oid is not None}
+        if self.oid is not None:
+            oids.add(self.oid)
+            oids |= {f.oid for f in self.fallback}
+        return oids
+
+    def column_oids(self) -> set[str]:
+        """Every table column OID this metric needs walked."""
+        if self.table is None:
+            return set()
+        oids = {f"{self.table}.{self.value}"}
+        oids |= {
+            f"{r.table or self.table}.{r.column}" for r in self._refs() if r.column is not None
+        }
+        oids |= {f"{c.table or self.table}.{c.column}" for c in self.when if c.column is not None}
+        return oids
+
+
+class MatchSpec(_Strict):
+    """How a device is recognised without an explicit `profile:`."""
+
+    sys_object_id: list[Oid] = Field(default_factory=list)  # prefixes
+    sys_descr: list[str] = Field(default_factory=list)  # regular expressions
+    oid_exists: list[Oid] = Field(default_factory=list)  # any of these answering
+    # A generic MIB (e.g. ENTITY-SENSOR): its oid_exists probe is tried only after every
+    # other profile's, so that a more specific profile wins on a device speaking both.
+    fallback: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> MatchSpec:
+        for pattern in self.sys_descr:
+            _regex(pattern)
+        return self
+
+
+class SnmpProfile(_Strict):
+    """A profile for devices polled over SNMP."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    protocol: Literal["snmp"] = "snmp"
+    description: str = ""
+    match: MatchSpec = Field(default_factory=MatchSpec)
+    include: list[str] = Field(default_factory=list)
+    info: dict[Literal["vendor", "model", "firmware"], RefSpec] = Field(default_factory=dict)
+    metrics: list[MetricSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _info_scalars(self) -> SnmpProfile:
+        if any(r.column is not None for r in self.info.values()):
+            raise ValueError("info entries take oid or value, not column")
+        return self

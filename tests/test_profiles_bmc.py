@@ -1,0 +1,78 @@
+"""Server BMCs over SNMP: Dell iDRAC (IDRAC-MIB-SMIv2) and HPE iLO (CPQHLTH-MIB)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from poller.simulator.snmpsim import SnmpSim
+from tests.util import (
+    check_golden,
+    golden_exposition,
+    poll_once,
+    promtool_check_metrics,
+    readings,
+    snmp_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_dell_idrac(snmpsim: SnmpSim) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "dell-idrac")))
+    got = readings(result)
+    assert result.data is not None and result.data.info.profile == "dell-idrac"
+    assert result.data.info.model == "PowerEdge R650"
+    # Tenths of a degree, with the inlet/exhaust pair located.
+    inlet = "System Board Inlet Temp"
+    exhaust = "System Board Exhaust Temp"
+    assert got[("temperature", inlet, "")] == pytest.approx(23.6)
+    assert got[("temperature", inlet, "high.critical")] == pytest.approx(47.0)
+    assert got[("temperature", inlet, "high.degraded")] == pytest.approx(42.0)
+    assert got[("temperature", inlet, "low.critical")] == pytest.approx(-7.0)
+    assert got[("temperature", exhaust, "")] == pytest.approx(76.2)
+    assert got[("status", exhaust, "temperature")] == "degraded"
+    locations = {r.sensor: r.location for r in result.data.readings if r.location}
+    assert locations[inlet] == "inlet"
+    assert locations[exhaust] == "exhaust"
+    assert locations["CPU1 Temp"] == "cpu"
+    assert ("temperature", "CPU2 Temp", "") not in got  # status unknown: empty socket
+    assert got[("fan_speed", "System Board Fan1A", "")] == 6840
+    assert got[("fan_speed", "System Board Fan1A", "low.critical")] == 480
+    # No coolingDeviceStatus column on iDRAC9: no fan status rather than a made-up one.
+    assert not [k for k in got if k[2] == "fan"]
+    assert got[("status", "system", "system")] == "ok"
+    assert got[("status", "power supplies", "power_supply")] == "degraded"
+
+
+def test_hpe_ilo(snmpsim: SnmpSim) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "hpe-ilo")))
+    got = readings(result)
+    assert result.data is not None and result.data.info.profile == "hpe-ilo"
+    assert result.data.info.model == "ProLiant DL380 Gen9"
+    # Locale ambient(11) is the server's inlet; its caution threshold is high.degraded.
+    assert got[("temperature", "ambient 0.1", "")] == 22
+    assert got[("temperature", "ambient 0.1", "high.degraded")] == 42
+    assert got[("temperature", "chassis 0.12", "high.critical")] == 75
+    locations = {r.sensor: r.location for r in result.data.readings if r.location}
+    assert locations["ambient 0.1"] == "inlet"
+    assert locations["cpu 0.2"] == "cpu"
+    # Threshold 0 is "not determined" and a -99 reading is no reading.
+    assert ("temperature", "power supply 0.10", "high.degraded") not in got
+    assert not [k for k in got if k[1] == "system board 0.11"]
+    assert got[("status", "chassis 0.12", "temperature")] == "degraded"
+    # Fan 3 is absent: omitted. Fan 2 is degraded.
+    assert got[("status", "fan system 0.2", "fan")] == "degraded"
+    assert not [k for k in got if k[1] == "fan system 0.3"]
+    assert got[("status", "system", "system")] == "degraded"
+
+
+@pytest.mark.parametrize(
+    ("community", "golden"), [("dell-idrac", "dell-idrac"), ("hpe-ilo", "hpe-ilo")]
+)
+def test_golden_exposition(snmpsim: SnmpSim, community: str, golden: str) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, community, name=f"{golden}-1")))
+    text = golden_exposition(result)
+    promtool_check_metrics(text)
+    check_golden(golden, text)
