@@ -49,7 +49,15 @@ __all__ = [
     "oid_key",
 ]
 
-BUILTIN_PROFILE_DIR = Path(__file__).resolve().parent.parent / "mibs"
+
+def _builtin_profile_dir() -> Path:
+    """mibs/ at the top of a source checkout, or poller/mibs/ where a wheel installs it."""
+    here = Path(__file__).resolve().parent
+    source = here.parent / "mibs"
+    return source if (source / "rfc1628-ups.yaml").exists() else here / "mibs"
+
+
+BUILTIN_PROFILE_DIR = _builtin_profile_dir()
 SYS_DESCR = "1.3.6.1.2.1.1.1.0"
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 
