@@ -29,12 +29,17 @@ class FakeTransport:
         self.gets.append(list(oids))
         return {o: self.values[o] for o in oids if o in self.values}
 
-    async def walk(self, oid: str) -> list[tuple[str, RawValue]]:
+    async def walk(self, oid: str, stop: str | None = None) -> list[tuple[str, RawValue]]:
         self.walks.append(oid)
         for prefix, exc in self.failing.items():
             if oid.startswith(prefix):
                 raise exc
-        return sorted((o, v) for o, v in self.values.items() if o.startswith(oid + "."))
+        key = lambda o: tuple(int(p) for p in o.split("."))  # noqa: E731
+        rows = sorted(
+            ((o, v) for o, v in self.values.items() if o.startswith(oid + ".")),
+            key=lambda item: key(item[0]),
+        )
+        return [(o, v) for o, v in rows if stop is None or key(o) < key(stop)]
 
     def close(self) -> None:
         pass
@@ -112,3 +117,23 @@ def test_configured_profile_skips_detection() -> None:
     assert data.info.profile == "rfc1628-ups"
     assert [SYS_DESCR, SYS_OBJECT_ID] not in fake.gets
     assert SYS_OBJECT_ID not in fake.gets[0]
+
+
+def test_walk_plan_adapts_to_table_size() -> None:
+    # upsOutputEntry: three needed columns (2, 4, 5). One row -> one walk of the entry up to
+    # column 5; once the driver has seen many rows, column walks are cheaper.
+    values = dict(UPS)
+    fake = FakeTransport(values)
+    drv = driver(fake, profile="rfc1628-ups")
+    asyncio.run(drv.poll())
+    entry = "1.3.6.1.2.1.33.1.4.4.1"
+    assert entry in fake.walks
+    assert f"{entry}.2" not in fake.walks
+    for index in range(2, 60):
+        values[f"{entry}.2.{index}"] = 230
+    fake.walks.clear()
+    asyncio.run(drv.poll())  # learns the row count
+    fake.walks.clear()
+    asyncio.run(drv.poll())
+    assert f"{entry}.2" in fake.walks
+    assert entry not in fake.walks

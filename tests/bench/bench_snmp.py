@@ -18,12 +18,27 @@ import yaml
 from poller.cli import raise_open_files_limit
 from poller.config import parse_config
 from poller.drivers import DriverContext, PollSpec, driver_for
+from poller.drivers.snmp import GufoTransport
 from poller.profiles import load_profiles
 from poller.scheduler import TargetRunner
 from poller.simulator.snmpsim import SnmpSim, free_udp_port
 from poller.store import Store
 
 COMMUNITY = "apc-smartups"
+
+
+REQUESTS = [0]
+
+
+def count_requests() -> None:
+    """Count SNMP requests (GET chunks, walk round trips are counted as one per walk)."""
+    original = GufoTransport._call
+
+    async def counted(self, op):  # type: ignore[no-untyped-def]
+        REQUESTS[0] += 1
+        return await original(self, op)
+
+    GufoTransport._call = counted  # type: ignore[method-assign]
 
 
 def build_config(ports: list[int]) -> str:
@@ -62,6 +77,7 @@ async def run(config_text: str, seconds: float, warmup: float) -> tuple[int, int
     tasks = [asyncio.create_task(loop(r)) for r in runners]
     await asyncio.sleep(warmup)  # first polls: detection, sockets
     measuring.set()
+    REQUESTS[0] = 0
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     await asyncio.gather(*tasks)
@@ -82,6 +98,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     raise_open_files_limit()
+    count_requests()
     ports = [free_udp_port() for _ in range(args.agents)]
     chunks = [ports[i :: args.simulators] for i in range(args.simulators)]
     sims = [SnmpSim(ports=chunk) for chunk in chunks]
@@ -102,6 +119,7 @@ def main() -> int:
     print(f"  device-polls:            {polls} ({ok} ok, {failed} failed)")
     print(f"  device-polls per second: {polls / wall:.1f}")
     if polls:
+        print(f"  GETs + walks per poll:   {REQUESTS[0] / polls:.1f}")
         print(f"  CPU seconds per poll:    {cpu / polls * 1000:.2f} ms (poller process only)")
         print(f"  poller CPU utilisation:  {cpu / wall * 100:.0f} % of one core")
         per_core = polls / cpu if cpu else float("inf")
