@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import resource
 import signal
 import sys
@@ -247,7 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.log_level is None:
             with contextlib.suppress(ConfigError):
                 logging.getLogger().setLevel(load_config(args.config).settings.log_level.upper())
-        return asyncio.run(serve(args.config, args.listen, web))
+        code = asyncio.run(serve(args.config, args.listen, web))
+        # Sessions are closed (or given up on after CLOSE_TIMEOUT) by now. A BMC thread still
+        # stuck in a blocking pyghmi call would make the interpreter wait for it at exit;
+        # nothing is left to clean up, so leave without joining it.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     except ConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return 1

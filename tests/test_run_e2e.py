@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from poller.simulator.snmpsim import SnmpSim
+from poller.simulator.snmpsim import SnmpSim, free_udp_port
 
 pytestmark = pytest.mark.integration
 
 CANARY_COMMUNITY = "CANARY-community-5521"
 CANARY_V3 = "CANARY-v3-password-8832"
+CANARY_IPMI = "CANARY-ipmi-password-1177"
 
 
 def free_tcp_port() -> int:
@@ -57,6 +58,12 @@ def write_config(path: Path, sim_port: int, extra_targets: int = 0) -> None:
             "auth": "canary",
         },
         {"name": "v3-wrong", "address": f"127.0.0.1:{sim_port}", "protocol": "snmp", "auth": "v3"},
+        {
+            "name": "bmc-nobody",
+            "address": f"127.0.0.1:{free_udp_port()}",
+            "protocol": "ipmi",
+            "auth": "bmc",
+        },
     ]
     targets += [
         {
@@ -83,6 +90,7 @@ def write_config(path: Path, sim_port: int, extra_targets: int = 0) -> None:
                 "priv_protocol": "AES",
                 "priv_password": CANARY_V3,
             },
+            "bmc": {"protocol": "ipmi", "username": "admin", "password": CANARY_IPMI},
         },
         "targets": targets,
     }
@@ -129,7 +137,7 @@ def test_run_serve_reload_shutdown_and_no_secret_leaks(snmpsim: SnmpSim, tmp_pat
             wait_for(lambda: fetch(f"{base}/healthz")[0] == 200)
             status, first = fetch(f"{base}/metrics")
             assert status == 200
-            for name in ("ups-1", "ups-wrong", "v3-wrong"):
+            for name in ("ups-1", "ups-wrong", "v3-wrong", "bmc-nobody"):
                 assert f'hwpoller_up{{device="{name}"' in first
             wait_for(lambda: 'hw_temperature_celsius{device="ups-1"' in fetch(f"{base}/metrics")[1])
             wait_for(
@@ -159,6 +167,7 @@ def test_run_serve_reload_shutdown_and_no_secret_leaks(snmpsim: SnmpSim, tmp_pat
             wait_for(lambda: 'hw_device_info{device="ups-extra-0"' in fetch(f"{base}/metrics")[1])
             outputs.append(fetch(f"{base}/metrics")[1])
 
+            wait_for(lambda: "target bmc-nobody is down" in log_path.read_text())
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0
@@ -172,6 +181,8 @@ def test_run_serve_reload_shutdown_and_no_secret_leaks(snmpsim: SnmpSim, tmp_pat
     assert "target ups-wrong is down: timeout" in logs
     assert logs.count("target ups-wrong is down") == 1  # logged once, not every poll
     assert "Traceback" not in logs
+    assert "target bmc-nobody is down" in logs
     for text in outputs:
         assert CANARY_COMMUNITY not in text
         assert CANARY_V3 not in text
+        assert CANARY_IPMI not in text

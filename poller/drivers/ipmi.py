@@ -64,6 +64,15 @@ class IpmiDriver:
 
     # -- thread jobs -------------------------------------------------------------------
 
+    @staticmethod
+    async def _settled(future: concurrent.futures.Future[Any]) -> None:
+        """Wait for an earlier job to end, whatever its outcome: the poll that started it
+        has already reported its failure, so its exception is consumed here rather than
+        left for asyncio to log as "never retrieved"."""
+        wrapped = asyncio.wrap_future(future)
+        wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())
+        await asyncio.wait([wrapped])
+
     async def _job(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one blocking step in the IPMI pool under its own deadline, one at a time."""
         previous = self._inflight
@@ -72,7 +81,7 @@ class IpmiDriver:
             # this job's own deadline.
             try:
                 async with asyncio.timeout(self._job_timeout):
-                    await asyncio.wait([asyncio.wrap_future(previous)])
+                    await self._settled(previous)
             except TimeoutError:
                 raise DeviceTimeoutError("an earlier request to the BMC is still hung") from None
         future = self._context.ipmi_executor.submit(fn, *args)
@@ -214,4 +223,4 @@ class IpmiDriver:
         inflight = self._inflight
         if inflight is not None and not inflight.done():
             async with asyncio.timeout(self._job_timeout):
-                await asyncio.wait([asyncio.wrap_future(inflight)])
+                await self._settled(inflight)
