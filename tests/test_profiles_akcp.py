@@ -8,10 +8,7 @@ import pytest
 
 from poller.simulator.snmpsim import SnmpSim
 from tests.util import (
-    check_golden,
-    golden_exposition,
     poll_once,
-    promtool_check_metrics,
     readings,
     snmp_config,
 )
@@ -47,12 +44,3 @@ def test_akcp_sensorprobe(snmpsim: SnmpSim) -> None:
         "Dry Contact Switch4 Description",
         "Siren",
     }
-
-
-def test_golden_exposition(snmpsim: SnmpSim) -> None:
-    result = asyncio.run(
-        poll_once(snmp_config(snmpsim.port, "akcp-sensorprobe", name="akcp-sensorprobe-1"))
-    )
-    text = golden_exposition(result)
-    promtool_check_metrics(text)
-    check_golden("akcp-sensorprobe", text)

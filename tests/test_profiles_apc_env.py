@@ -9,10 +9,7 @@ import pytest
 
 from poller.simulator.snmpsim import SnmpSim
 from tests.util import (
-    check_golden,
-    golden_exposition,
     poll_once,
-    promtool_check_metrics,
     readings,
     snmp_config,
 )
@@ -110,18 +107,3 @@ def test_apc_inrow_cooling(snmpsim: SnmpSim) -> None:
     # (its size does not answer), so no series claims "no alarms" for it.
     assert got[("status", "alarms", "cooling")] == "degraded"
     assert ("status", "system alarms", "cooling") not in got
-
-
-@pytest.mark.parametrize(
-    ("community", "golden"),
-    [
-        ("apc-emu", "apc-emu"),
-        ("apc-netbotz-powernet", "apc-netbotz-powernet"),
-        ("apc-inrow-dx", "apc-cooling"),
-    ],
-)
-def test_golden_exposition(snmpsim: SnmpSim, community: str, golden: str) -> None:
-    result = asyncio.run(poll_once(snmp_config(snmpsim.port, community, name=f"{golden}-1")))
-    text = golden_exposition(result)
-    promtool_check_metrics(text)
-    check_golden(golden, text)

@@ -8,10 +8,7 @@ import pytest
 
 from poller.simulator.snmpsim import SnmpSim
 from tests.util import (
-    check_golden,
-    golden_exposition,
     poll_once,
-    promtool_check_metrics,
     readings,
     snmp_config,
 )
@@ -66,13 +63,3 @@ def test_hpe_ilo(snmpsim: SnmpSim) -> None:
     assert got[("status", "fan system 0.2", "fan")] == "degraded"
     assert not [k for k in got if k[1] == "fan system 0.3"]
     assert got[("status", "system", "system")] == "degraded"
-
-
-@pytest.mark.parametrize(
-    ("community", "golden"), [("dell-idrac", "dell-idrac"), ("hpe-ilo", "hpe-ilo")]
-)
-def test_golden_exposition(snmpsim: SnmpSim, community: str, golden: str) -> None:
-    result = asyncio.run(poll_once(snmp_config(snmpsim.port, community, name=f"{golden}-1")))
-    text = golden_exposition(result)
-    promtool_check_metrics(text)
-    check_golden(golden, text)

@@ -8,10 +8,7 @@ import pytest
 
 from poller.simulator.snmpsim import SnmpSim
 from tests.util import (
-    check_golden,
-    golden_exposition,
     poll_once,
-    promtool_check_metrics,
     readings,
     snmp_config,
 )
@@ -44,10 +41,3 @@ def test_eaton_xups_with_emp(snmpsim: SnmpSim) -> None:
     assert not [k for k in got if k[1] == "EMP Input 3"]  # notUsed
     # No ambient sensor on the card itself: absent, not 0.
     assert ("temperature", "UPS ambient", "") not in got
-
-
-def test_golden_exposition(snmpsim: SnmpSim) -> None:
-    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "eaton-9px-emp", name="eaton-1")))
-    text = golden_exposition(result)
-    promtool_check_metrics(text)
-    check_golden("eaton-xups", text)

@@ -8,10 +8,7 @@ import pytest
 
 from poller.simulator.snmpsim import SnmpSim
 from tests.util import (
-    check_golden,
-    golden_exposition,
     poll_once,
-    promtool_check_metrics,
     readings,
     snmp_config,
 )
@@ -34,10 +31,3 @@ def test_entity_sensor(snmpsim: SnmpSim) -> None:
     locations = {r.sensor: r.location for r in result.data.readings if r.location}
     assert locations["Inlet Temperature"] == "inlet"
     assert locations["Outlet Temperature"] == "exhaust"
-
-
-def test_golden_exposition(snmpsim: SnmpSim) -> None:
-    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "entity-sensor", name="pdu-1")))
-    text = golden_exposition(result)
-    promtool_check_metrics(text)
-    check_golden("entity-sensor", text)

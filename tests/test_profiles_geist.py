@@ -8,10 +8,7 @@ import pytest
 
 from poller.simulator.snmpsim import SnmpSim
 from tests.util import (
-    check_golden,
-    golden_exposition,
     poll_once,
-    promtool_check_metrics,
     readings,
     snmp_config,
 )
@@ -34,10 +31,3 @@ def test_geist_watchdog(snmpsim: SnmpSim) -> None:
     locations = {(r.quantity, r.sensor): r.location for r in result.data.readings}
     assert locations[("temperature", "Rack 2 Inlet")] == "inlet"
     assert locations[("temperature", "Internal dew point")] == "other"
-
-
-def test_golden_exposition(snmpsim: SnmpSim) -> None:
-    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "geist-watchdog", name="geist-1")))
-    text = golden_exposition(result)
-    promtool_check_metrics(text)
-    check_golden("geist-watchdog", text)

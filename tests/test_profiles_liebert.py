@@ -8,10 +8,7 @@ import pytest
 
 from poller.simulator.snmpsim import SnmpSim
 from tests.util import (
-    check_golden,
-    golden_exposition,
     poll_once,
-    promtool_check_metrics,
     readings,
     snmp_config,
 )
@@ -52,14 +49,3 @@ def test_liebert_no_active_condition_means_dry(snmpsim: SnmpSim) -> None:
     assert got[("status", "alarms", "cooling")] == "ok"
     assert got[("status", "high temperature", "temperature")] == "ok"
     assert got[("status", "general alarm", "cooling")] == "ok"
-
-
-@pytest.mark.parametrize(
-    ("community", "golden"),
-    [("liebert-crac-leak", "liebert-gp-env"), ("liebert-crac", "liebert-gp-env-clear")],
-)
-def test_golden_exposition(snmpsim: SnmpSim, community: str, golden: str) -> None:
-    result = asyncio.run(poll_once(snmp_config(snmpsim.port, community, name=f"{golden}-1")))
-    text = golden_exposition(result)
-    promtool_check_metrics(text)
-    check_golden(golden, text)

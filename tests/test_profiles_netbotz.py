@@ -8,10 +8,7 @@ import pytest
 
 from poller.simulator.snmpsim import SnmpSim
 from tests.util import (
-    check_golden,
-    golden_exposition,
     poll_once,
-    promtool_check_metrics,
     readings,
     snmp_config,
 )
@@ -43,10 +40,3 @@ def test_netbotz_v2(snmpsim: SnmpSim) -> None:
     locations = {r.sensor: r.location for r in result.data.readings if r.location}
     assert locations["Temperature (Row C Cold Aisle)"] == "inlet"
     assert locations["Temperature (Row C Hot Aisle)"] == "exhaust"
-
-
-def test_golden_exposition(snmpsim: SnmpSim) -> None:
-    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "netbotz", name="netbotz-1")))
-    text = golden_exposition(result)
-    promtool_check_metrics(text)
-    check_golden("netbotz", text)

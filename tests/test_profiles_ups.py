@@ -8,10 +8,7 @@ import pytest
 
 from poller.simulator.snmpsim import SnmpSim
 from tests.util import (
-    check_golden,
-    golden_exposition,
     poll_once,
-    promtool_check_metrics,
     readings,
     snmp_config,
 )
@@ -54,13 +51,3 @@ def test_rfc1628_detected_by_presence(snmpsim: SnmpSim) -> None:
     assert ("voltage", "input", "") in got
     # Battery current -1 means "not available": there is no current metric, and no -1 leaks.
     assert all(v != -1 for v in got.values())
-
-
-@pytest.mark.parametrize(
-    ("community", "golden"), [("apc-smartups", "apc-ups"), ("rfc1628-ups", "rfc1628-ups")]
-)
-def test_golden_exposition(snmpsim: SnmpSim, community: str, golden: str) -> None:
-    result = asyncio.run(poll_once(snmp_config(snmpsim.port, community, name=f"{golden}-1")))
-    text = golden_exposition(result)
-    promtool_check_metrics(text)
-    check_golden(golden, text)
