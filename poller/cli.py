@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     prb.add_argument("--profile", default=None)
 
     sub.add_parser("profiles", help="list the shipped profiles and what they match")
+
+    from poller.simulator import command as simulate_command  # noqa: PLC0415
+
+    simulate = sub.add_parser("simulate", help="run a simulated server room to poll")
+    simulate_command.add_arguments(simulate)
     return parser
 
 
@@ -235,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "profiles":
             return _list_profiles()
+        if args.command == "simulate":
+            from poller.simulator import command as simulate_command  # noqa: PLC0415
+
+            return simulate_command.run(args)
         if args.command == "probe":
             if args.config:
                 config, profiles = load_all(args.config)

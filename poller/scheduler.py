@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -55,6 +56,7 @@ class TargetRunner:
         self._was_up: bool | None = None
         self._partial: tuple[str, ...] = ()
         self._logged_internal = False
+        self.stopping = False
 
     def inherit(self, previous: TargetRunner) -> None:
         """Continue the up/down bookkeeping of the runner this one replaces."""
@@ -63,9 +65,9 @@ class TargetRunner:
         self._partial = previous._partial
 
     async def run(self) -> None:
-        """Poll on schedule until cancelled."""
+        """Poll on schedule until stopped."""
         await asyncio.sleep(random.uniform(0, min(self.spec.interval, START_SPREAD)))
-        while True:
+        while not self.stopping:
             started = time.monotonic()
             await self.poll_once()
             delay = backoff_delay(self.spec.interval, self._failures, self._max_backoff)
@@ -203,8 +205,15 @@ class Scheduler:
     async def _stop_target(self, name: str) -> None:
         runner = self._runners.pop(name)
         task = self._tasks.pop(name)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        runner.stopping = True
+        # Python 3.11's asyncio.wait_for (inside the SNMP library) can swallow a cancellation
+        # that races with a reply; the task then sleeps on as if nothing happened. Cancel
+        # until it is really gone; the stopping flag ends its loop at the latest.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await runner.driver.close()

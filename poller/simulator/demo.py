@@ -1,7 +1,8 @@
-"""`make run`: simulated devices (snmpsim serving the bundled recordings) polled by hwpoller.
+"""`make run`: the simulated server room, polled by hwpoller, until Ctrl-C.
 
-Every recording in poller/simulator/snmprec becomes one target named after the file, so the
-demo shows each shipped device family. Ctrl-C stops the poller and the simulator.
+Nine simulated devices (six server BMCs over RMCP+, a UPS, a CRAC and an environmental
+monitor over SNMP) run in this process on loopback, pure Python, no hardware and no other
+programs; hwpoller polls them through its real drivers and serves /metrics.
 """
 
 from __future__ import annotations
@@ -12,48 +13,42 @@ import logging
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from poller.cli import serve, setup_logging
 from poller.http import WebConfig
-from poller.simulator.snmpsim import RECORDINGS, SnmpSim
+from poller.simulator.room import SimulatedRoom
+from poller.simulator.scenarios import SCENARIOS
 
 log = logging.getLogger("hwpoller.demo")
 
 
-def demo_config(port: int, recordings: Path = RECORDINGS) -> dict[str, object]:
-    """A config with one SNMP target per recording, two per rack."""
-    auths: dict[str, object] = {}
-    targets: list[dict[str, object]] = []
-    for i, rec in enumerate(sorted(recordings.glob("*.snmprec"))):
-        auths[rec.stem] = {"protocol": "snmp", "version": "2c", "community": rec.stem}
-        targets.append(
-            {
-                "name": rec.stem,
-                "address": f"127.0.0.1:{port}",
-                "protocol": "snmp",
-                "auth": rec.stem,
-                "labels": {"site": "demo", "room": "server-room", "rack": "AB"[i % 2]},
-            }
-        )
-    return {"settings": {"interval": "15s"}, "auths": auths, "targets": targets}
+async def run_demo(scenario: str, speed: float, listen: str, interval: str) -> int:
+    """Start the room, then the poller against it; stop both when the poller stops."""
+    room = SimulatedRoom(scenario, speed)
+    await room.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="hwpoller-demo-") as tmp:
+            config = Path(tmp) / "hwpoller.yml"
+            room.write_config(config, interval=interval, listen=listen)
+            log.info("%d simulated devices; config written to %s", len(room.devices), config)
+            log.info("open http://%s/ (status) and http://%s/metrics", listen, listen)
+            return await serve(str(config), listen, WebConfig())
+    finally:
+        await room.stop()
 
 
 def main() -> int:
-    """Start the simulator and the poller; serve until Ctrl-C."""
+    """Parse the demo's flags and run until Ctrl-C."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--web.listen-address", dest="listen", default="127.0.0.1:9730")
+    parser.add_argument("--scenario", default="quiet", choices=sorted(SCENARIOS))
+    parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--interval", default="10s", help="polling interval")
     args = parser.parse_args()
     setup_logging("info")
-    with SnmpSim() as sim, tempfile.TemporaryDirectory(prefix="hwpoller-demo-") as tmp:
-        config = Path(tmp) / "hwpoller.yml"
-        config.write_text(yaml.safe_dump(demo_config(sim.port), sort_keys=False))
-        log.info("simulated devices on udp://127.0.0.1:%d; config written to %s", sim.port, config)
-        log.info("open http://%s/ (status) and http://%s/metrics", args.listen, args.listen)
-        try:
-            return asyncio.run(serve(str(config), args.listen, WebConfig()))
-        except KeyboardInterrupt:
-            return 0
+    try:
+        return asyncio.run(run_demo(args.scenario, args.speed, args.listen, args.interval))
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

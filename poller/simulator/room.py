@@ -1,0 +1,231 @@
+"""The simulated server room: nine devices on loopback, a scenario clock, and its config.
+
+The room is the one that motivated hwpoller: six servers in two racks (three Dell and three
+Supermicro BMCs), one APC UPS, one Liebert CRAC and one NetBotz environmental monitor with
+a leak rope under rack A. Every device listens on its own UDP port; `config()` is the
+hwpoller configuration that polls them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from poller.simulator.ipmi_bmc import USERS, start_bmc
+from poller.simulator.model import RoomModel, Server
+from poller.simulator.scenarios import SCENARIOS
+from poller.simulator.snmp_agent import LiveMib, SnmpAgent, bind_udp
+from poller.simulator.snmp_devices import RENDERERS
+
+log = logging.getLogger("hwpoller.simulator")
+
+SITE, ROOM = "city-hall", "server-room"
+COMMUNITY = "hwsim-public"
+BMC_USER = "monitor"
+TICK = 0.2  # wall seconds between model updates
+
+
+def servers() -> list[Server]:
+    """The six servers: rack A (Dell) and rack B (Supermicro), hotter towards the top."""
+    return [
+        Server("web-1", "A", "dell", inlet_offset=0.4, load=0.35, fan_count=6),
+        Server("web-2", "A", "dell", inlet_offset=0.8, load=0.45, fan_count=6),
+        Server("db-1", "A", "dell", inlet_offset=1.2, load=0.60, fan_count=6),
+        Server("app-1", "B", "supermicro", inlet_offset=0.9, load=0.50),
+        Server("app-2", "B", "supermicro", inlet_offset=1.4, load=0.50),
+        Server("backup-1", "B", "supermicro", inlet_offset=2.0, load=0.25),
+    ]
+
+
+@dataclass(frozen=True)
+class Device:
+    """One simulated device as the config sees it."""
+
+    name: str
+    protocol: str  # snmp or ipmi
+    kind: str  # bmc, ups, envmon, crac
+    rack: str | None
+    host: str
+    port: int
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The target's static labels."""
+        labels = {"site": SITE, "room": ROOM}
+        if self.rack is not None:
+            labels["rack"] = self.rack
+        return labels
+
+
+# SNMP devices: (target name, renderer kind, rack or None for room-level equipment).
+SNMP_DEVICES = (("ups-1", "ups", "B"), ("crac-1", "crac", None), ("envmon-1", "envmon", "A"))
+
+
+class SimulatedRoom:
+    """The devices, the model and the scenario clock, on the running asyncio loop."""
+
+    def __init__(
+        self,
+        scenario: str = "quiet",
+        speed: float = 1.0,
+        host: str = "127.0.0.1",
+        base_port: int = 0,
+        seed: int = 1,
+    ) -> None:
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.scenario = SCENARIOS[scenario]
+        self.speed = speed
+        self.host = host
+        self.base_port = base_port
+        self.model = RoomModel(servers(), list(self.scenario.events), seed)
+        self.devices: list[Device] = []
+        self._agents: list[SnmpAgent] = []
+        self._transports: list[asyncio.DatagramTransport] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._started = 0.0
+
+    @property
+    def now(self) -> float:
+        """Scenario time in seconds."""
+        return (time.monotonic() - self._started) * self.speed
+
+    def _sockets(self, count: int) -> list[socket.socket]:
+        socks: list[socket.socket] = []
+        try:
+            for i in range(count):
+                socks.append(bind_udp(self.host, self.base_port + i if self.base_port else 0))
+        except OSError as exc:
+            for sock in socks:
+                sock.close()
+            raise OSError(f"cannot listen on {self.host} port {self.base_port + len(socks)}: "
+                          f"{exc.strerror}") from None  # fmt: skip
+        return socks
+
+    async def start(self) -> None:
+        """Bind every device's port and start answering."""
+        socks = self._sockets(len(self.model.servers) + len(SNMP_DEVICES))
+        for sock, (name, kind, rack) in zip(socks, SNMP_DEVICES, strict=False):
+            render = functools.partial(RENDERERS[kind], self.model, name)
+            agent = SnmpAgent(sock, COMMUNITY, LiveMib(render, lambda: self.model.now))
+            agent.start()
+            self._agents.append(agent)
+            self.devices.append(Device(name, "snmp", kind, rack, self.host, agent.port))
+        for sock, server in zip(
+            socks[len(SNMP_DEVICES) :], self.model.servers.values(), strict=True
+        ):
+            port = sock.getsockname()[1]
+            _, transport = await start_bmc(self.model, server, sock)
+            self._transports.append(transport)
+            self.devices.append(
+                Device(f"{server.name}-bmc", "ipmi", "bmc", server.rack, self.host, port)
+            )
+        self._started = time.monotonic()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        log.info(
+            "simulated room up: scenario %s (%s), speed x%g",
+            self.scenario.name,
+            self.scenario.summary,
+            self.speed,
+        )
+
+    async def _tick(self) -> None:
+        while True:
+            fired = len(self.model.log)
+            self.model.advance(self.now)
+            for at, what in self.model.log[fired:]:
+                log.info("scenario %s at %.0fs: %s", self.scenario.name, at, what)
+            await asyncio.sleep(TICK)
+
+    async def stop(self) -> None:
+        """Stop every device and the clock."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
+        for agent in self._agents:
+            agent.stop()
+        for transport in self._transports:
+            transport.close()
+        self._agents, self._transports = [], []
+
+    def config(
+        self, interval: str = "10s", listen: str = "127.0.0.1:9730", advertise: str | None = None
+    ) -> dict[str, Any]:
+        """The hwpoller configuration that polls every simulated device; `advertise` is the
+        host name to write when the poller reaches the devices by another name (compose)."""
+        password, _ = USERS[BMC_USER]
+        targets = []
+        for device in self.devices:
+            host = advertise or device.host
+            host = f"[{host}]" if ":" in host else host
+            target: dict[str, Any] = {
+                "name": device.name,
+                "address": f"{host}:{device.port}",
+                "protocol": device.protocol,
+                "auth": "simulated-bmc" if device.protocol == "ipmi" else "simulated-snmp",
+                "labels": device.labels,
+            }
+            targets.append(target)
+        return {
+            "settings": {"listen_address": listen, "interval": interval},
+            "auths": {
+                "simulated-snmp": {"protocol": "snmp", "version": "2c", "community": COMMUNITY},
+                "simulated-bmc": {
+                    "protocol": "ipmi",
+                    "username": BMC_USER,
+                    "password": password,
+                    "privilege": "user",
+                },
+            },
+            "targets": targets,
+        }
+
+    def write_config(self, path: str | Path, **kwargs: Any) -> None:
+        """Write config() as YAML, readable by `hwpoller run --config.file`."""
+        header = (
+            f"# hwpoller config for the simulated room (scenario {self.scenario.name}), "
+            "written by `hwpoller simulate`.\n"
+        )
+        text = yaml.safe_dump(self.config(**kwargs), sort_keys=False)
+        Path(path).write_text(header + text, encoding="utf-8")
+
+
+class RoomThread:
+    """A SimulatedRoom on its own event loop in a background thread (tests, tools)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.room = SimulatedRoom(**kwargs)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> SimulatedRoom:
+        """Start the loop thread and the room; returns the room."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.room.start(), self._loop).result(30)
+        return self.room
+
+    def stop(self) -> None:
+        """Stop the room and the loop thread."""
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.room.stop(), self._loop).result(30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> SimulatedRoom:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
