@@ -107,6 +107,7 @@ def render_ups(room: RoomModel, name: str) -> Values:
         "4.2.2.0": _g(50),  # upsAdvOutputFrequency
         "4.2.3.0": _g(ups.load * 100),  # upsAdvOutputLoad (%)
         "4.2.4.0": _g(watts / 230.0),  # upsAdvOutputCurrent (A)
+        "4.2.8.0": _i(watts),  # upsAdvOutputActivePower (W)
         "4.3.1.0": _g(out_volts * 10),  # upsHighPrecOutputVoltage (0.1 V)
         "4.3.3.0": _g(ups.load * 1000),  # upsHighPrecOutputLoad (0.1 %)
     }
