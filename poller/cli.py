@@ -12,11 +12,15 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import yaml
+
 from poller import __version__
 from poller.config import Config, check_profiles, load_config, parse_config
+from poller.drivers import DriverContext, PollSpec, driver_for
 from poller.errors import ConfigError, DeviceError, ProfileError
 from poller.exporter import exposition
 from poller.http import HttpServer, WebConfig
+from poller.model import PollResult
 from poller.profiles import ProfileSet, load_profiles
 from poller.scheduler import Scheduler, TargetRunner
 from poller.store import Store
@@ -92,11 +96,8 @@ async def serve(config_path: str, listen: str | None, web: WebConfig) -> int:
     return 0
 
 
-def _print_readings(runner_result: object) -> None:
-    from poller.model import PollResult  # noqa: PLC0415
-
-    assert isinstance(runner_result, PollResult)  # noqa: S101
-    result = runner_result
+def _print_readings(result: PollResult) -> None:
+    """Print one poll's outcome as a table for an operator adding a device."""
     if not result.success or result.data is None:
         print(f"{result.target}: DOWN ({result.reason}): {result.message}")
         return
@@ -120,8 +121,6 @@ def _print_readings(runner_result: object) -> None:
 
 async def probe(config: Config, profiles: ProfileSet, names: Sequence[str]) -> int:
     """Poll the named targets (all when none named) once and print what was read."""
-    from poller.drivers import DriverContext, PollSpec, driver_for  # noqa: PLC0415
-
     targets = [t for t in config.targets if not names or t.name in names]
     missing = set(names) - {t.name for t in targets}
     if missing:
@@ -152,8 +151,6 @@ def _adhoc_config(args: argparse.Namespace) -> Config:
     }
     if args.profile:
         target["profile"] = args.profile
-    import yaml  # noqa: PLC0415
-
     doc = {
         "auths": {
             "adhoc": {"protocol": "snmp", "version": args.snmp_version, "community": args.community}
