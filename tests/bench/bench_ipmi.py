@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import statistics
-import time
 
 from poller.config import Config
 from poller.drivers import DriverContext, PollSpec
@@ -23,6 +21,7 @@ from poller.drivers.ipmi import IpmiDriver
 from poller.profiles import load_profiles
 from poller.scheduler import TargetRunner
 from poller.store import Store
+from tests.bench.closed_loop import Measured, measure
 from tests.ipmisim import IpmiSim, ipmi_config
 
 FIXTURES = ("dell", "hpe", "supermicro")
@@ -30,8 +29,8 @@ FIXTURES = ("dell", "hpe", "supermicro")
 
 async def run(
     configs: list[Config], seconds: float, warmup: float, threads: int
-) -> tuple[int, int, float, float, list[float], int]:
-    """(ok, failed, cpu s, wall s, per-poll durations, logins) measured after warm-up."""
+) -> tuple[Measured, int]:
+    """What the measured window saw, and how many logins the drivers made."""
     store = Store()
     context = DriverContext(load_profiles(), 16, threads)
     runners = []
@@ -40,34 +39,14 @@ async def run(
         store.register(target.name, target.protocol, target.labels)
         spec = PollSpec.from_config(config, target)
         runners.append(TargetRunner(spec, {}, IpmiDriver(spec, context), store, 0, 0))
-    counts = {"ok": 0, "failed": 0}
-    durations: list[float] = []
-    measuring = asyncio.Event()
-    stop_at = time.monotonic() + warmup + seconds
-
-    async def loop(runner: TargetRunner) -> None:
-        while time.monotonic() < stop_at:
-            result = await runner.poll_once()
-            if measuring.is_set():
-                counts["ok" if result.success else "failed"] += 1
-                durations.append(result.duration_seconds)
-
-    tasks = [asyncio.create_task(loop(r)) for r in runners]
-    await asyncio.sleep(warmup)
-    measuring.set()
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.monotonic()
-    await asyncio.gather(*tasks)
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    wall = time.monotonic() - t0
+    measured = await measure(runners, seconds, warmup)
     logins = 0
     for runner in runners:
         assert isinstance(runner.driver, IpmiDriver)
         logins += runner.driver.logins
         await runner.driver.close()
     context.shutdown()
-    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return counts["ok"], counts["failed"], cpu, wall, durations, logins
+    return measured, logins
 
 
 def main() -> int:
@@ -83,13 +62,18 @@ def main() -> int:
         for sim in sims:
             sim.start(timeout=60)
         configs = [ipmi_config(sim, name=f"bmc-{i}") for i, sim in enumerate(sims)]
-        ok, failed, cpu, wall, durations, logins = asyncio.run(
-            run(configs, args.seconds, args.warmup, args.threads)
-        )
+        measured, logins = asyncio.run(run(configs, args.seconds, args.warmup, args.threads))
     finally:
         for sim in sims:
             sim.stop()
-    polls = ok + failed
+    ok, failed, cpu, wall, durations = (
+        measured.ok,
+        measured.failed,
+        measured.cpu,
+        measured.wall,
+        measured.durations,
+    )
+    polls = measured.polls
     print(
         f"IPMI bench: {args.bmcs} ipmi_sim BMCs (Dell/HPE/Supermicro fixtures, 8-10 sensors "
         f"each), {args.threads} IPMI threads, {wall:.1f} s measured"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
-import time
 
 import yaml
 
@@ -23,6 +22,7 @@ from poller.profiles import load_profiles
 from poller.scheduler import TargetRunner
 from poller.simulator.snmpsim import SnmpSim, free_udp_port
 from poller.store import Store
+from tests.bench.closed_loop import Measured, measure
 
 COMMUNITY = "apc-smartups"
 
@@ -53,9 +53,8 @@ def build_config(ports: list[int]) -> str:
     return yaml.safe_dump(doc)
 
 
-async def run(config_text: str, seconds: float, warmup: float) -> tuple[int, int, float, float]:
-    """Every target polls back to back (closed loop) through TargetRunner.poll_once, the same
-    path the scheduler uses; returns (ok, failed, cpu seconds, wall seconds) after warm-up."""
+async def run(config_text: str, seconds: float, warmup: float) -> Measured:
+    """Every target polls back to back through the scheduler's poll path."""
     config = parse_config(config_text, "<bench>")
     store = Store()
     context = DriverContext(load_profiles(), config.settings.snmp_concurrency, 1)
@@ -64,29 +63,10 @@ async def run(config_text: str, seconds: float, warmup: float) -> tuple[int, int
         store.register(target.name, target.protocol, target.labels)
         spec = PollSpec.from_config(config, target)
         runners.append(TargetRunner(spec, {}, driver_for(spec, context), store, 0, 0))
-    counts = {"ok": 0, "failed": 0}
-    measuring = asyncio.Event()
-    stop_at = time.monotonic() + warmup + seconds
-
-    async def loop(runner: TargetRunner) -> None:
-        while time.monotonic() < stop_at:
-            result = await runner.poll_once()
-            if measuring.is_set():
-                counts["ok" if result.success else "failed"] += 1
-
-    tasks = [asyncio.create_task(loop(r)) for r in runners]
-    await asyncio.sleep(warmup)  # first polls: detection, sockets
-    measuring.set()
-    REQUESTS[0] = 0
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.monotonic()
-    await asyncio.gather(*tasks)
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    wall = time.monotonic() - t0
+    measured = await measure(runners, seconds, warmup, on_start=lambda: REQUESTS.__setitem__(0, 0))
     for runner in runners:
         await runner.driver.close()
-    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return counts["ok"], counts["failed"], cpu, wall
+    return measured
 
 
 def main() -> int:
@@ -106,12 +86,13 @@ def main() -> int:
         sim.start(timeout=120)
     try:
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        ok, failed, cpu, wall = asyncio.run(run(build_config(ports), args.seconds, warmup=5.0))
+        measured = asyncio.run(run(build_config(ports), args.seconds, warmup=5.0))
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     finally:
         for sim in sims:
             sim.stop()
-    polls = ok + failed
+    ok, failed, cpu, wall = measured.ok, measured.failed, measured.cpu, measured.wall
+    polls = measured.polls
     print(
         f"SNMP bench: {args.agents} simulated APC Smart-UPS agents "
         f"({args.simulators} snmpsim process(es)), {wall:.1f} s measured"
