@@ -31,6 +31,8 @@ log = logging.getLogger("hwpoller.http")
 # Every hwpoller metric and label name is valid in the classic text format, so the 0.0.4
 # content type is exact and understood by every Prometheus version still in use.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Seconds a connection may stay silent before the server drops it.
+REQUEST_TIMEOUT = 30.0
 
 
 class WebConfig:
@@ -125,6 +127,8 @@ def make_handler(
 
     class Handler(BaseHTTPRequestHandler):
         server_version = f"hwpoller/{__version__}"
+        # A client that connects and then sends nothing (or trickles) gives up its thread.
+        timeout = REQUEST_TIMEOUT
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s " + format, self.address_string(), *args)

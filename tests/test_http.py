@@ -138,3 +138,18 @@ def test_web_config_errors(tmp_path: Path, text: str, message: str) -> None:
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=message):
         WebConfig.load(str(cfg))
+
+
+def test_silent_client_is_dropped(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import poller.http
+
+    monkeypatch.setattr(poller.http, "REQUEST_TIMEOUT", 0.5)
+    for server in serve(store, WebConfig()):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle:
+            # Send nothing: the server must close the connection after its timeout.
+            idle.settimeout(5)
+            assert idle.recv(1) == b""
+        # The server still answers others.
+        assert get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
