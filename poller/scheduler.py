@@ -56,6 +56,7 @@ class TargetRunner:
         self._was_up: bool | None = None
         self._partial: tuple[str, ...] = ()
         self._logged_internal = False
+        self._down_reason = ""
         self.stopping = False
 
     def inherit(self, previous: TargetRunner) -> None:
@@ -63,6 +64,7 @@ class TargetRunner:
         self._failures = previous._failures
         self._was_up = previous._was_up
         self._partial = previous._partial
+        self._down_reason = previous._down_reason
 
     async def run(self) -> None:
         """Poll on schedule until stopped."""
@@ -122,7 +124,14 @@ class TargetRunner:
         self._failures += 1
         if self._was_up is not False:
             log.warning("target %s is down: %s: %s", self.spec.name, result.reason, result.message)
+        elif result.reason != self._down_reason:
+            # Still down, for another reason (a password changed, a cable was plugged in):
+            # worth one line, unlike every failed poll.
+            log.warning(
+                "target %s is still down, now %s: %s", self.spec.name, result.reason, result.message
+            )
         self._was_up = False
+        self._down_reason = result.reason
 
 
 class Scheduler:

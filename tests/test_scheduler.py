@@ -88,6 +88,11 @@ def test_deadline_error_reasons_and_log_once(caplog: pytest.LogCaptureFixture) -
     assert errors["internal"] == 2
     messages = [r.getMessage() for r in caplog.records]
     assert sum("is down" in m for m in messages) == 1  # once, at the first failure
+    # While down, one more line each time the reason changes, never one per failed poll.
+    still = [m for m in messages if "still down" in m]
+    assert len(still) == 2, still
+    assert "now auth" in still[0]
+    assert "now internal" in still[1]
     assert sum("is up again" in m for m in messages) == 1
     # An unexpected exception is logged with its traceback once, not on every poll.
     tracebacks = [r for r in caplog.records if r.exc_info]
