@@ -173,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config.file", dest="config", required=True)
     run.add_argument("--web.listen-address", dest="listen", default=None)
     run.add_argument("--web.config.file", dest="web_config", default=None)
+    # Also accepted after `run`, where exporter users put it; SUPPRESS keeps a value given
+    # before the subcommand when it is not repeated here.
+    run.add_argument(
+        "--log.level",
+        dest="log_level",
+        default=argparse.SUPPRESS,
+        choices=["debug", "info", "warning", "error"],
+    )
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")

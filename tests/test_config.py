@@ -253,3 +253,15 @@ def test_file_sd_target_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     assert "bad.json: [0].labels.__auth__: missing" in str(err.value)
+
+
+def test_log_level_flag_before_or_after_run() -> None:
+    from poller.cli import build_parser
+
+    parser = build_parser()
+    after = parser.parse_args(["run", "--config.file", "x.yml", "--log.level", "debug"])
+    assert after.log_level == "debug"
+    before = parser.parse_args(["--log.level", "warning", "run", "--config.file", "x.yml"])
+    assert before.log_level == "warning"
+    neither = parser.parse_args(["run", "--config.file", "x.yml"])
+    assert neither.log_level is None
