@@ -65,6 +65,11 @@ _AUTH_KEYS = {
 _PRIV_KEYS = {"DES": DesKey, "AES": Aes128Key, "AES192": Aes192Key, "AES256": Aes256Key}
 
 
+def _is_panic(exc: BaseException) -> bool:
+    """True for pyo3's PanicException (its class lives in the pyo3_runtime module)."""
+    return type(exc).__name__ == "PanicException"
+
+
 class SnmpTransport(Protocol):
     """What the driver needs from an SNMP client; tests substitute a fake."""
 
@@ -186,6 +191,15 @@ class GufoTransport:
             except OSError as exc:
                 self.close()
                 raise UnreachableError(f"network error: {exc.strerror or exc}") from None
+            except BaseException as exc:
+                # gufo-snmp's Rust decoder can panic on a malformed reply (e.g. the two
+                # bytes 30 82); pyo3 raises PanicException, a BaseException that
+                # `except Exception` misses. Any host that can send UDP here can trigger
+                # it, so it is a protocol error of this target, never the end of its task.
+                if not _is_panic(exc):
+                    raise
+                self.close()
+                raise ProtocolError("undecodable SNMP message (decoder panic)") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _explain_v3_silence(self) -> None:
