@@ -58,7 +58,9 @@ class IpmiDriver:
         self._signature: tuple[int, int, int] | None = None
         self._sensors: tuple[sdr.SdrSensor, ...] = ()
         self._thresholds: dict[tuple[int, int], dict[LimitType, float]] = {}
-        self._thresholds_at = 0.0
+        # When thresholds were last read (monotonic); None: never, so the first poll reads
+        # them. (A 0.0 sentinel looks "recent" on a host up for less than THRESHOLD_REFRESH.)
+        self._thresholds_at: float | None = None
         self._auth_failed: tuple[float, str] | None = None
         self.logins = 0  # login attempts made, for tests and the benchmark
 
@@ -193,9 +195,12 @@ class IpmiDriver:
                 sdr.load_sensors, self._raw(), self._spec.host, self._spec.port, ident, signature
             )
             self._signature = signature
-            self._thresholds_at = 0.0
+            self._thresholds_at = None
         wanted = tuple(s for s in self._sensors if s.sensor_type in (0x01, 0x04, 0x08))
-        refresh = time.monotonic() - self._thresholds_at > THRESHOLD_REFRESH
+        refresh = (
+            self._thresholds_at is None
+            or time.monotonic() - self._thresholds_at > THRESHOLD_REFRESH
+        )
         values: dict[tuple[int, int], sdr.SensorValue] = {}
         thresholds = {} if refresh else self._thresholds
         for start in range(0, len(wanted), SENSORS_PER_JOB):

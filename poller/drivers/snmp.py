@@ -120,7 +120,9 @@ class GufoTransport:
         self._max_repetitions = max_repetitions
         self._semaphore = semaphore
         self._session: SnmpSession | None = None
-        self._last_used = 0.0
+        # When a request was last answered (monotonic); None: never, so engine discovery
+        # runs before the first request. (0.0 looked recent on a host up for < 120 s.)
+        self._last_used: float | None = None
         # SNMPv3: whether an encrypted request was ever answered on this session.
         self._answered = False
 
@@ -135,7 +137,8 @@ class GufoTransport:
 
     async def _ensure_session(self) -> SnmpSession:
         if self._session is not None and not (
-            self._auth.version == "3" and time.monotonic() - self._last_used > V3_REFRESH_AFTER
+            self._auth.version == "3"
+            and (self._last_used is None or time.monotonic() - self._last_used > V3_REFRESH_AFTER)
         ):
             return self._session
         if self._session is None:

@@ -94,11 +94,13 @@ class SimulatedRoom:
         self._agents: list[SnmpAgent] = []
         self._transports: list[asyncio.DatagramTransport] = []
         self._ticker: asyncio.Task[None] | None = None
-        self._started = 0.0
+        self._started: float | None = None  # monotonic time of start(); None before
 
     @property
     def now(self) -> float:
         """Scenario time in seconds."""
+        if self._started is None:
+            return 0.0
         return (time.monotonic() - self._started) * self.speed
 
     def _sockets(self, count: int) -> list[socket.socket]:
