@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Debian packages whose real programs the integration tests talk to.
 APT_PACKAGES := snmpd snmp openipmi ipmitool freeipmi-tools prometheus prometheus-alertmanager
 
-.PHONY: run test lint bench venv deps system-deps clean
+.PHONY: run test lint bench conformance venv deps system-deps clean
 
 $(BIN)/hwpoller: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ BMCS ?= 20
 bench: venv system-deps
 	$(BIN)/python -m tests.bench.bench_snmp --agents $(N)
 	@if [ -f tests/bench/bench_ipmi.py ]; then $(BIN)/python -m tests.bench.bench_ipmi --bmcs $(BMCS); fi
+
+## make conformance: poll the LibreNMS corpus (../shared/corpus or CORPUS=DIR) and print the score
+CORPUS ?= ../shared/corpus
+conformance: venv
+	HWPOLLER_CORPUS=$(CORPUS) $(BIN)/python -m tests.conformance -v
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

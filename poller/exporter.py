@@ -52,6 +52,8 @@ FAMILIES: dict[Quantity, tuple[str, str | None, str]] = {
     Quantity.VOLTAGE: ("hw_voltage_volts", None, "Voltage in volts."),
     Quantity.POWER: ("hw_power_watts", None, "Power in watts."),
 }
+# Why a reading can be left out of a poll (see poller.compose); always exported, 0 or more.
+DROP_REASONS = ("duplicate", "out_of_range")
 LIMIT_HELP = " The device's own threshold, by limit_type."
 
 
@@ -128,6 +130,15 @@ def _health(views: list[TargetView]) -> Iterator[Metric]:
 
 def _devices(views: list[TargetView]) -> Iterator[Metric]:
     info = _Family("hw_device_info", "Identity of a polled device; value 1. " + POLLED)
+    sources = _Family(
+        "hwpoller_profile_readings",
+        "Readings each applied profile contributed to the last successful poll.",
+    )
+    dropped = _Family(
+        "hwpoller_readings_dropped",
+        "Readings left out of the last successful poll, by reason: duplicate (a second "
+        "source of one series) or out_of_range (physically impossible value).",
+    )
     families: dict[str, _Family] = {}
 
     def family(name: str, documentation: str) -> _Family:
@@ -151,6 +162,11 @@ def _devices(views: list[TargetView]) -> Iterator[Metric]:
             },
             1.0,
         )
+        for profile, count in data.sources:
+            sources.add({**base, "profile": profile}, float(count))
+        counts = dict(data.dropped)
+        for reason in DROP_REASONS:
+            dropped.add({**base, "reason": reason}, float(counts.get(reason, 0)))
         for reading in data.readings:
             name, limit_name, doc = FAMILIES[reading.quantity]
             labels = _reading_labels(reading, base)
@@ -168,6 +184,8 @@ def _devices(views: list[TargetView]) -> Iterator[Metric]:
             else:
                 family(name, doc).add(labels, reading.value)
     yield info.metric
+    yield sources.metric
+    yield dropped.metric
     for name in sorted(families):
         yield families[name].metric
 

@@ -84,6 +84,23 @@ LOCATED = frozenset({Quantity.TEMPERATURE, Quantity.HUMIDITY, Quantity.LEAK})
 LIMITED = frozenset({Quantity.TEMPERATURE, Quantity.HUMIDITY, Quantity.FAN_SPEED})
 
 
+# Values a working sensor can physically report, in base units. A reading outside its range
+# is a decoding error, a filler (-273, 65535) or a hostile device: omitted and counted,
+# never exported. Limits (thresholds) are checked against the same ranges.
+PHYSICAL_RANGE: dict[Quantity, tuple[float, float]] = {
+    Quantity.TEMPERATURE: (-60.0, 150.0),
+    Quantity.HUMIDITY: (0.0, 1.0),
+    Quantity.LEAK: (0.0, 1.0),
+    Quantity.FAN_SPEED: (0.0, 100_000.0),
+    Quantity.BATTERY_CHARGE: (0.0, 1.0),
+    Quantity.BATTERY_TIME_LEFT: (0.0, 90 * 86_400.0),
+    Quantity.UPS_LOAD: (0.0, 10.0),
+    # DC plants run at -48 V; nothing in a server room exceeds a medium-voltage feed.
+    Quantity.VOLTAGE: (-600.0, 100_000.0),
+    Quantity.POWER: (0.0, 100_000_000.0),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One normalised value read from a device, in base units.
@@ -100,6 +117,28 @@ class Reading:
     limit_type: LimitType | None = None
     state: str | None = None
     hw_type: HwType | None = None
+
+    @property
+    def series(self) -> tuple[str, str, str, str, str]:
+        """The identity of the exported series: two readings with one identity would be
+        duplicate series (UPS load and power source carry no sensor label)."""
+        sensor = "" if self.quantity in UNNAMED else self.sensor
+        return (
+            self.quantity.value,
+            sensor,
+            self.location.value if self.location is not None else "",
+            self.limit_type.value if self.limit_type is not None else "",
+            self.hw_type.value if self.quantity == Quantity.STATUS and self.hw_type else "",
+        )
+
+    @property
+    def kind(self) -> tuple[Quantity, HwType | None, Location | None]:
+        """What a reading is about, regardless of sensor: the unit of supersession."""
+        return (self.quantity, self.hw_type, self.location)
+
+
+# Quantities exported without a sensor label: one per device.
+UNNAMED = frozenset({Quantity.UPS_LOAD, Quantity.UPS_POWER_SOURCE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +162,10 @@ class DeviceData:
     readings: tuple[Reading, ...]
     # Parts of the poll that failed while others succeeded, e.g. a table that timed out.
     partial_errors: tuple[str, ...] = ()
+    # Readings left out of this poll, by reason (duplicate, out_of_range), with counts.
+    dropped: tuple[tuple[str, int], ...] = ()
+    # Each applied profile with the number of readings it contributed, in precedence order.
+    sources: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

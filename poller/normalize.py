@@ -19,6 +19,9 @@ from poller.model import (
 from poller.profiles import Condition, MetricSpec, Profile, RawValue, Ref
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A decimal number as devices print one ("23.5", "-4", "1e3"); Python's float() also takes
+# "1_000", "inf" and "nan", which no device means.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MAX_NAME = 128
 
 
@@ -50,10 +53,10 @@ def number(raw: RawValue) -> float | None:
     if isinstance(raw, int | float):
         value = float(raw)
     else:
-        try:
-            value = float(text(raw))
-        except ValueError:
+        shown = text(raw)
+        if len(shown) > 64 or not _NUMBER.fullmatch(shown):
             return None
+        value = float(shown)
     return value if math.isfinite(value) else None
 
 

@@ -254,20 +254,44 @@ class MetricSpec(_Strict):
 
 
 class MatchSpec(_Strict):
-    """How a device is recognised without an explicit `profile:`."""
+    """How a device is recognised without an explicit `profile:`.
+
+    Two tests, each passing when any of its entries holds: identity (`sys_object_id`
+    prefixes, `sys_descr` patterns) and presence (`oid_exists` GETs, `subtree` GETNEXTs
+    landing inside the MIB). A profile applies when every test it lists passes; one that
+    lists neither applies only where included.
+    """
 
     sys_object_id: list[Oid] = Field(default_factory=list)  # prefixes
     sys_descr: list[str] = Field(default_factory=list)  # regular expressions
-    oid_exists: list[Oid] = Field(default_factory=list)  # any of these answering
-    # A generic MIB (e.g. ENTITY-SENSOR): its oid_exists probe is tried only after every
-    # other profile's, so that a more specific profile wins on a device speaking both.
+    oid_exists: list[Oid] = Field(default_factory=list)  # any of these answering a GET
+    subtree: list[Oid] = Field(default_factory=list)  # a GETNEXT lands below any of these
+    # A generic MIB (e.g. ENTITY-SENSOR): applies beside others, but every non-fallback
+    # profile supersedes it for the kinds of reading both produce.
     fallback: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> MatchSpec:
         for pattern in self.sys_descr:
             _regex(pattern)
+        if self.fallback and not (self.oid_exists or self.subtree):
+            raise ValueError("fallback needs a presence test: oid_exists or subtree")
         return self
+
+    @property
+    def has_identity(self) -> bool:
+        """Whether the profile names sysObjectID prefixes or sysDescr patterns."""
+        return bool(self.sys_object_id or self.sys_descr)
+
+    @property
+    def has_presence(self) -> bool:
+        """Whether the profile is recognised by its MIB's objects answering."""
+        return bool(self.oid_exists or self.subtree)
+
+    @property
+    def standalone(self) -> bool:
+        """Whether the profile can apply to a device on its own (not only when included)."""
+        return self.has_identity or self.has_presence
 
 
 class SnmpProfile(_Strict):
@@ -278,6 +302,8 @@ class SnmpProfile(_Strict):
     description: str = ""
     match: MatchSpec = Field(default_factory=MatchSpec)
     include: list[str] = Field(default_factory=list)
+    # Profiles whose readings this one replaces, kind by kind (see docs/profiles.md).
+    supersedes: list[str] = Field(default_factory=list)
     info: dict[Literal["vendor", "model", "firmware"], RefSpec] = Field(default_factory=dict)
     metrics: list[MetricSpec] = Field(default_factory=list)
 

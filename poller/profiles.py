@@ -69,6 +69,8 @@ class Profile:
     spec: SnmpProfile
     source: str
     metrics: tuple[MetricSpec, ...]
+    # Every profile this one includes, directly or through nested includes.
+    included: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -136,33 +138,35 @@ class ProfileSet:
             raise KeyError(name)
         return profile
 
-    def match_snmp(self, sys_object_id: str, sys_descr: str) -> tuple[list[Profile], list[Profile]]:
-        """Candidate profiles for a device: (matched outright best first, to probe in order).
+    def snmp_candidates(self, sys_object_id: str, sys_descr: str) -> list[Profile]:
+        """Standalone SNMP profiles whose identity test holds, in precedence order.
 
-        A sysObjectID prefix match wins (longest first), then a sysDescr pattern. Profiles
-        that can only be recognised by their MIB's objects answering come second, generic
-        fallback MIBs last; the caller probes those with a GET of their oid_exists objects.
+        The order decides which of two sources of one series wins: a longer sysObjectID
+        prefix first, then a sysDescr match, then profiles recognised only by their MIB's
+        objects, generic (`fallback`) MIBs last, by name within each rank. Those with a
+        presence test (oid_exists, subtree) are still to be probed by the caller.
         """
-        by_oid: list[tuple[int, Profile]] = []
-        by_descr: list[Profile] = []
-        by_presence: list[Profile] = []
+        ranked: list[tuple[tuple[int, int, str], Profile]] = []
         for profile in self.of_protocol("snmp"):
             match = profile.spec.match
-            lengths = [
-                len(p)
-                for p in match.sys_object_id
-                if sys_object_id == p or sys_object_id.startswith(p + ".")
-            ]
-            if lengths:
-                by_oid.append((max(lengths), profile))
-            elif any(re.search(p, sys_descr) for p in match.sys_descr):
-                by_descr.append(profile)
-            elif match.oid_exists:
-                by_presence.append(profile)
-        by_oid.sort(key=lambda item: -item[0])
-        # Generic MIBs (match.fallback) are probed after every specific one; sort is stable.
-        by_presence.sort(key=lambda p: p.spec.match.fallback)
-        return [p for _, p in by_oid] + by_descr, by_presence
+            if not match.standalone:
+                continue
+            rank = 2
+            if match.has_identity:
+                lengths = [
+                    len(p)
+                    for p in match.sys_object_id
+                    if sys_object_id == p or sys_object_id.startswith(p + ".")
+                ]
+                if lengths:
+                    rank = -max(lengths)
+                elif any(re.search(p, sys_descr) for p in match.sys_descr):
+                    rank = 1
+                else:
+                    continue
+            ranked.append(((int(match.fallback), rank, profile.name), profile))
+        ranked.sort(key=lambda item: item[0])
+        return [p for _, p in ranked]
 
 
 def load_profiles(dirs: Iterable[str | Path] = ()) -> ProfileSet:
@@ -200,7 +204,12 @@ def load_profiles(dirs: Iterable[str | Path] = ()) -> ProfileSet:
             except ProfileError as exc:
                 problems.append(f"{source}: {exc}")
                 continue
-            profiles[name] = Profile(spec=spec, source=source, metrics=metrics)
+            included = frozenset(_include_closure(name, specs)) - {name}
+            missing = [n for n in spec.supersedes if n not in specs]
+            if missing:
+                problems.append(f"{source}: supersedes: no profile named {missing[0]!r}")
+                continue
+            profiles[name] = Profile(spec=spec, source=source, metrics=metrics, included=included)
         else:
             profiles[name] = spec
     if problems:
@@ -222,3 +231,18 @@ def _resolve_includes(
     for included in spec.include:
         metrics.extend(_resolve_includes(included, specs, [*chain, name]))
     return tuple(metrics)
+
+
+def _include_closure(name: str, specs: Mapping[str, tuple[BaseModel, str]]) -> set[str]:
+    """The profile and everything it includes (already checked for loops and gaps)."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        spec = specs[current][0]
+        if isinstance(spec, SnmpProfile):
+            todo.extend(spec.include)
+    return seen

@@ -4,6 +4,7 @@ golden exposition, which promtool accepts. UPDATE_GOLDEN=1 rewrites the files.""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,16 @@ CASES = [
     ("entity-sensor", "pdu-1", "entity-sensor"),
     ("dell-idrac", "dell-idrac-1", "dell-idrac"),
     ("hpe-ilo", "hpe-ilo-1", "hpe-ilo"),
+]
+# Every other fixture in tests/fixtures/snmprec/ is a case of its own: recording NAME, target
+# NAME-1, golden NAME.prom, polled with no profile given (detection is part of what is tested);
+# unknown-* recordings are devices no profile supports (tests/test_detection.py).
+_FIXTURES = Path(__file__).parent / "fixtures" / "snmprec"
+_LISTED = {c[0] for c in CASES}
+CASES += [
+    (f.stem, f"{f.stem}-1", f.stem)
+    for f in sorted(_FIXTURES.glob("*.snmprec"))
+    if f.stem not in _LISTED and not f.stem.startswith("unknown-")
 ]
 
 

@@ -55,7 +55,11 @@ def every_kind_of_reading() -> tuple[Reading, ...]:
 def test_doc_matches_exporter() -> None:
     store = Store()
     store.register("dev", "snmp", {"site": "s", "room": "r", "rack": "a"})
-    data = DeviceData(DeviceInfo("v", "m", "f", "p", "snmpv3"), every_kind_of_reading())
+    data = DeviceData(
+        DeviceInfo("v", "m", "f", "p", "snmpv3"),
+        every_kind_of_reading(),
+        sources=(("p", 12),),
+    )
     store.record(PollResult("dev", "snmp", True, 0.1, 1.0, data))
     text = exposition(store).decode()
     promtool_check_metrics(text)

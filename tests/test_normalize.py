@@ -302,7 +302,7 @@ metrics:
 # --- matching -----------------------------------------------------------------------------
 
 
-def test_generic_fallback_profiles_are_probed_last() -> None:
+def test_candidates_rank_sys_object_id_then_presence_then_generic() -> None:
     specs = {
         "aaa-generic": "name: aaa-generic\nmatch: {oid_exists: [1.3.6.1.2.1.47.1.4.1.0], "
         "fallback: true}",
@@ -310,8 +310,7 @@ def test_generic_fallback_profiles_are_probed_last() -> None:
         "vendor": "name: vendor\nmatch: {sys_object_id: [1.3.6.1.4.1.318.1.3.8]}",
     }
     profiles = ProfileSet({name: profile(text) for name, text in specs.items()})
-    static, probe = profiles.match_snmp("1.3.6.1.4.1.99.1", "")
-    assert static == []
-    assert [p.name for p in probe] == ["zzz-ups", "aaa-generic"]
-    static, _ = profiles.match_snmp("1.3.6.1.4.1.318.1.3.8.4", "")
-    assert [p.name for p in static] == ["vendor"]
+    names = [p.name for p in profiles.snmp_candidates("1.3.6.1.4.1.99.1", "")]
+    assert names == ["zzz-ups", "aaa-generic"]
+    names = [p.name for p in profiles.snmp_candidates("1.3.6.1.4.1.318.1.3.8.4", "")]
+    assert names == ["vendor", "zzz-ups", "aaa-generic"]

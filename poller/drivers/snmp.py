@@ -30,6 +30,7 @@ from gufo.snmp import (
 )
 from gufo.snmp.aio.client import SnmpSession
 
+from poller.compose import Contribution, merge
 from poller.config import SnmpAuth
 from poller.drivers import DriverContext, PollSpec
 from poller.errors import (
@@ -40,7 +41,7 @@ from poller.errors import (
     UnreachableError,
     UnsupportedError,
 )
-from poller.model import DeviceData, DeviceInfo
+from poller.model import DeviceData
 from poller.normalize import Fetched, normalize, text
 from poller.profiles import SYS_DESCR, SYS_OBJECT_ID, Profile, RawValue, oid_key
 
@@ -83,6 +84,10 @@ class SnmpTransport(Protocol):
 
     def close(self) -> None:
         """Drop the socket."""
+        ...
+
+    async def lands_in(self, subtree: str) -> bool:
+        """Whether a GETNEXT of `subtree` answers with an OID inside it (one request)."""
         ...
 
 
@@ -265,6 +270,27 @@ class GufoTransport:
         except NoSuchInstance:
             return []
 
+    async def lands_in(self, subtree: str) -> bool:
+        """One GETNEXT (GETBULK of one on v2c/v3) of `subtree`: does the agent have
+        anything below it? gufo's iterators stop at the subtree's end, so an empty first
+        step means no."""
+        session = await self._ensure_session()
+
+        async def step() -> bool:
+            it = (
+                session.getnext(subtree)
+                if self._auth.version == "1"
+                else session.getbulk(subtree, max_repetitions=1)
+            )
+            async for oid, _ in it:
+                return oid.startswith(subtree + ".")
+            return False
+
+        try:
+            return await self._call(step)
+        except NoSuchInstance:
+            return False
+
     def close(self) -> None:
         """Forget the session; its socket closes with it."""
         self._session = None
@@ -296,42 +322,72 @@ class SnmpDriver:
             spec.max_repetitions,
             context.snmp_semaphore,
         )
-        self._profile: Profile | None = (
-            self._profiles.snmp(spec.profile) if spec.profile is not None else None
+        self._applied: list[Profile] | None = (
+            [self._profiles.snmp(spec.profile)] if spec.profile is not None else None
         )
         self._sys_object_id: str | None = None
         # Rows each table had at the last poll, to pick the cheaper way to walk it.
         self._rows: dict[str, int] = {}
+        # PDUs the last detection cost (reported by `probe` and the benchmarks).
+        self.detection_requests = 0
 
     @property
     def profile(self) -> Profile | None:
-        """The profile in use (configured or detected), if known yet."""
-        return self._profile
+        """The primary profile in use (configured or detected), if known yet."""
+        return self._applied[0] if self._applied else None
 
-    async def detect(self) -> Profile:
-        """Pick a profile by sysObjectID, sysDescr, or the presence of a MIB's objects."""
+    @property
+    def applied(self) -> tuple[Profile, ...]:
+        """Every profile applied to the device, best first (empty before detection)."""
+        return tuple(self._applied or ())
+
+    async def detect(self) -> list[Profile]:
+        """Every profile whose match holds: identity from sysObjectID/sysDescr, presence
+        from one GET of all `oid_exists` objects and one GETNEXT per `subtree`."""
         got = await self._transport.get_many([SYS_DESCR, SYS_OBJECT_ID])
+        requests = 1
         sys_object_id = text(got.get(SYS_OBJECT_ID)).lstrip(".")
         sys_descr = text(got.get(SYS_DESCR))
-        static, probe = self._profiles.match_snmp(sys_object_id, sys_descr)
+        candidates = self._profiles.snmp_candidates(sys_object_id, sys_descr)
         self._sys_object_id = sys_object_id
-        if static:
-            return static[0]
-        if probe:
-            oids = sorted({o for c in probe for o in c.spec.match.oid_exists}, key=oid_key)
-            present = await self._transport.get_many(oids)
-            for candidate in probe:
-                if any(present.get(o) is not None for o in candidate.spec.match.oid_exists):
-                    return candidate
-        shown = sys_object_id or "(none)"
-        raise UnsupportedError(f"no profile matches sysObjectID {shown} ({sys_descr[:80]!r})")
+        exists = sorted({o for c in candidates for o in c.spec.match.oid_exists}, key=oid_key)
+        present: set[str] = set()
+        if exists:
+            answered = await self._transport.get_many(exists)
+            requests += (len(exists) + GET_CHUNK - 1) // GET_CHUNK
+            present |= {o for o in exists if answered.get(o) is not None}
+        for subtree in sorted({o for c in candidates for o in c.spec.match.subtree}, key=oid_key):
+            requests += 1
+            if await self._transport.lands_in(subtree):
+                present.add(subtree)
+        self.detection_requests = requests
+        applied = [c for c in candidates if _present(c, present)]
+        # A profile recognised by identity alone says what the device *is*: only the most
+        # specific one applies. Profiles with a presence test are MIBs it speaks: all apply.
+        models = [p for p in applied if not p.spec.match.has_presence]
+        applied = [p for p in applied if p.spec.match.has_presence or p is models[0]]
+        # A profile another applied one already includes adds nothing but duplicates.
+        covered = {name for p in applied for name in p.included}
+        applied = [p for p in applied if p.name not in covered]
+        if not applied:
+            shown = sys_object_id or "(none)"
+            probes = len(exists) + len({o for c in candidates for o in c.spec.match.subtree})
+            raise UnsupportedError(
+                f"no profile matches sysObjectID {shown} ({sys_descr[:80]!r}); "
+                f"it answered none of {probes} MIB probes of {len(candidates)} candidate "
+                "profiles"
+            )
+        return applied
 
     async def poll(self) -> DeviceData:
-        """Read the device once and normalise it through its profile."""
-        if self._profile is None:
-            self._profile = await self.detect()
-        profile = self._profile
-        oids = list(profile.scalar_oids)
+        """Read the device once and normalise it through every applied profile."""
+        if self._applied is None:
+            self._applied = await self.detect()
+        applied = self._applied
+        scalars: set[str] = set()
+        for profile in applied:
+            scalars.update(profile.scalar_oids)
+        oids = sorted(scalars, key=oid_key)
         detected = self._spec.profile is None
         if detected:
             oids.append(SYS_OBJECT_ID)  # one extra varbind tells us if the device was swapped
@@ -339,9 +395,9 @@ class SnmpDriver:
         if detected and SYS_OBJECT_ID in fetched.scalars:
             now = text(fetched.scalars[SYS_OBJECT_ID]).lstrip(".")
             if now != self._sys_object_id:
-                self._profile = None  # re-detect on the next poll
+                self._applied = None  # re-detect on the next poll
         timeouts = 0
-        for oid, stop, columns in self._plan_walks(profile):
+        for oid, stop, columns in self._plan_walks(applied):
             try:
                 rows = await self._transport.walk(oid, stop)
             except DeviceTimeoutError as exc:
@@ -363,18 +419,19 @@ class SnmpDriver:
                 }
             entry = columns[0].rpartition(".")[0]
             self._rows[entry] = max(len(fetched.columns[c]) for c in columns)
-        data = normalize(profile, fetched)
         version = {"1": "snmpv1", "2c": "snmpv2c", "3": "snmpv3"}[self._auth.version]
-        info = DeviceInfo(
-            vendor=data.info.vendor,
-            model=data.info.model,
-            firmware=data.info.firmware,
-            profile=data.info.profile,
-            protocol=version,
-        )
-        return DeviceData(info=info, readings=data.readings, partial_errors=data.partial_errors)
+        parts = [
+            Contribution(
+                profile=p.name,
+                fallback=p.spec.match.fallback,
+                supersedes=frozenset(p.spec.supersedes),
+                data=normalize(p, fetched),
+            )
+            for p in applied
+        ]
+        return merge(parts, protocol=version)
 
-    def _plan_walks(self, profile: Profile) -> list[tuple[str, str | None, list[str]]]:
+    def _plan_walks(self, applied: Sequence[Profile]) -> list[tuple[str, str | None, list[str]]]:
         """(oid to walk, stop before, column OIDs it yields) for every table a profile reads.
 
         Round trips dominate the cost (an APC card answers in ~300 ms), so each table is read
@@ -383,7 +440,8 @@ class SnmpDriver:
         few needed columns is walked by column; a short one, by entry.
         """
         by_entry: dict[str, list[str]] = {}
-        for column in profile.column_oids:
+        needed = sorted({c for p in applied for c in p.column_oids}, key=oid_key)
+        for column in needed:
             by_entry.setdefault(column.rpartition(".")[0], []).append(column)
         plan: list[tuple[str, str | None, list[str]]] = []
         per_request = self._spec.max_repetitions
@@ -401,3 +459,11 @@ class SnmpDriver:
     async def close(self) -> None:
         """Close the transport's socket."""
         self._transport.close()
+
+
+def _present(profile: Profile, present: set[str]) -> bool:
+    """Whether a candidate's presence test (if it has one) passed."""
+    match = profile.spec.match
+    if not match.has_presence:
+        return True
+    return any(o in present for o in (*match.oid_exists, *match.subtree))

@@ -1,0 +1,108 @@
+"""Merge what several profiles read from one device into one set of readings. Pure.
+
+Real devices speak several MIBs at once (UPS-MIB beside the vendor's UPS MIB and an
+environment probe; a PDU beside ENTITY-SENSOR), so every profile that matches applies. The
+merge is where the guarantees live:
+
+- supersession: a profile that lists another in `supersedes` (and every non-fallback
+  profile, for a generic `fallback` MIB) replaces that profile's readings of each kind
+  (quantity, component type, location) it reports itself, so a UPS's charge comes once,
+  from the better source;
+- one series per identity: when two readings would still be exported with the same metric
+  and labels, the first in precedence order is kept and the other counted as `duplicate`;
+- physical sanity: a value outside its quantity's range (model.PHYSICAL_RANGE) is a
+  decoding error or a filler, omitted and counted as `out_of_range`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from poller.model import PHYSICAL_RANGE, DeviceData, DeviceInfo, Quantity, Reading
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One applied profile's readings of a poll."""
+
+    profile: str
+    fallback: bool
+    supersedes: frozenset[str]
+    data: DeviceData
+
+
+def in_range(reading: Reading) -> bool:
+    """Whether a reading's value is physically possible for its quantity."""
+    if reading.quantity in (Quantity.STATUS, Quantity.UPS_POWER_SOURCE):
+        return True
+    bounds = PHYSICAL_RANGE.get(reading.quantity)
+    return bounds is None or bounds[0] <= reading.value <= bounds[1]
+
+
+def _superseders(item: Contribution, parts: Sequence[Contribution]) -> list[Contribution]:
+    return [
+        other
+        for other in parts
+        if other is not item
+        and (item.profile in other.supersedes or (item.fallback and not other.fallback))
+    ]
+
+
+def merge(parts: Sequence[Contribution], protocol: str = "") -> DeviceData:
+    """One DeviceData from the contributions of every applied profile, best first."""
+    kinds = {
+        part.profile: {r.kind for r in part.data.readings if r.limit_type is None} for part in parts
+    }
+    dropped: Counter[str] = Counter()
+    seen: set[tuple[str, str, str, str, str]] = set()
+    readings: list[Reading] = []
+    sources: list[tuple[str, int]] = []
+    partial: set[str] = set()
+    for part in parts:
+        replaced: set[object] = set()
+        for other in _superseders(part, parts):
+            replaced |= kinds[other.profile]
+        kept = 0
+        for reading in part.data.readings:
+            if reading.kind in replaced:
+                continue
+            if not in_range(reading):
+                dropped["out_of_range"] += 1
+                continue
+            key = reading.series
+            if key in seen:
+                dropped["duplicate"] += 1
+                continue
+            seen.add(key)
+            readings.append(reading)
+            kept += 1
+        sources.append((part.profile, kept))
+        partial.update(part.data.partial_errors)
+    return DeviceData(
+        info=_info(parts, protocol),
+        readings=tuple(readings),
+        partial_errors=tuple(sorted(partial)),
+        dropped=tuple(sorted(dropped.items())),
+        sources=tuple(sources),
+    )
+
+
+def _info(parts: Sequence[Contribution], protocol: str) -> DeviceInfo:
+    """Identity from the first profile that knows each field; profile = the primary one."""
+
+    def first(field: str) -> str:
+        for part in parts:
+            value = str(getattr(part.data.info, field))
+            if value:
+                return value
+        return ""
+
+    return DeviceInfo(
+        vendor=first("vendor"),
+        model=first("model"),
+        firmware=first("firmware"),
+        profile=parts[0].profile if parts else "",
+        protocol=protocol,
+    )

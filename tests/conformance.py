@@ -1,0 +1,267 @@
+"""Conformance against LibreNMS: poll real recordings with no profile given and check that every
+sensor LibreNMS discovers on them has an hwpoller reading of the same quantity and value.
+
+The recordings and LibreNMS's answers live outside the project (../shared/corpus, or the
+directory in HWPOLLER_CORPUS); nothing from them is copied here. Where hwpoller differs from
+LibreNMS on purpose, tests/conformance_exceptions.yaml says why, one line each.
+
+`python -m tests.conformance [--corpus DIR] [--only NAME...]` prints the score per device and
+in total; tests/test_conformance.py asserts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from poller.model import PollResult, Quantity, Reading
+from poller.profiles import ProfileSet, load_profiles
+from poller.simulator.snmpsim import SnmpSim
+from tests.util import golden_exposition, poll_once, snmp_config
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(os.environ.get("HWPOLLER_CORPUS", ROOT.parent / "shared" / "corpus"))
+EXCEPTIONS = Path(__file__).resolve().parent / "conformance_exceptions.yaml"
+
+# LibreNMS class -> (quantity, factor to base units, absolute tolerance in base units).
+# LibreNMS rounds some values to whole units, so a tolerance of half a unit (or one minute
+# of runtime) still means "the same value".
+CLASSES: dict[str, tuple[Quantity, float, float]] = {
+    "temperature": (Quantity.TEMPERATURE, 1.0, 0.51),
+    "humidity": (Quantity.HUMIDITY, 0.01, 0.0051),
+    "fanspeed": (Quantity.FAN_SPEED, 1.0, 1.0),
+    "charge": (Quantity.BATTERY_CHARGE, 0.01, 0.0051),
+    "runtime": (Quantity.BATTERY_TIME_LEFT, 60.0, 60.0),
+}
+
+
+@dataclass
+class Exemption:
+    """One reason LibreNMS's sensor is not expected from hwpoller."""
+
+    reason: str
+    device: str | None = None
+    sensor_class: str | None = None
+    descr: str | None = None  # regular expression searched in sensor_descr
+    oid: str | None = None  # regular expression searched in sensor_oid
+    current: float | None = None
+
+    def covers(self, device: str, sensor: dict[str, Any]) -> bool:
+        """Whether this exception applies to one LibreNMS sensor of one device."""
+        if self.device is not None and self.device != device:
+            return False
+        if self.sensor_class is not None and self.sensor_class != sensor["sensor_class"]:
+            return False
+        if self.descr is not None and not re.search(self.descr, str(sensor["sensor_descr"])):
+            return False
+        if self.oid is not None and not re.search(self.oid, str(sensor["sensor_oid"])):
+            return False
+        return self.current is None or float(sensor["sensor_current"]) == self.current
+
+
+def load_exceptions(path: Path = EXCEPTIONS) -> list[Exemption]:
+    """The exceptions data file; every entry must carry a reason."""
+    raw = yaml.safe_load(path.read_text()) or []
+    out = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or not entry.get("reason"):
+            raise ValueError(f"{path}: entry {i} needs a reason")
+        fields = dict(entry)
+        if "class" in fields:
+            fields["sensor_class"] = fields.pop("class")
+        out.append(Exemption(**fields))
+    return out
+
+
+@dataclass
+class DeviceScore:
+    """How one recording fared."""
+
+    name: str
+    result: PollResult
+    matched: list[dict[str, Any]] = field(default_factory=list)
+    missed: list[dict[str, Any]] = field(default_factory=list)
+    excepted: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+    @property
+    def recognised(self) -> bool:
+        """The device was polled through at least one profile."""
+        return self.result.success
+
+
+def recordings(corpus: Path = CORPUS, only: Iterable[str] = ()) -> list[str]:
+    """Names of the recordings that have a LibreNMS answer beside them."""
+    names = sorted(p.name.removesuffix(".librenms.json") for p in corpus.glob("*.librenms.json"))
+    wanted = set(only)
+    return [n for n in names if not wanted or n in wanted]
+
+
+def match_sensors(
+    device: str,
+    sensors: Sequence[dict[str, Any]],
+    readings: Sequence[Reading],
+    exceptions: Sequence[Exemption],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """(matched, missed, excepted): each LibreNMS sensor paired with a distinct reading of the
+    same quantity whose value agrees, closest values first."""
+    pool: dict[Quantity, list[float]] = {}
+    for r in readings:
+        if r.limit_type is None and r.state is None:
+            pool.setdefault(r.quantity, []).append(r.value)
+    matched, missed, excepted = [], [], []
+    wanted = []
+    for sensor in sensors:
+        if sensor["sensor_class"] not in CLASSES:
+            continue
+        why = next((e.reason for e in exceptions if e.covers(device, sensor)), None)
+        if why is not None:
+            excepted.append((sensor, why))
+        else:
+            wanted.append(sensor)
+    pairs = []
+    for i, sensor in enumerate(wanted):
+        quantity, factor, tolerance = CLASSES[sensor["sensor_class"]]
+        expected = float(sensor["sensor_current"]) * factor
+        for j, value in enumerate(pool.get(quantity, [])):
+            gap = abs(value - expected)
+            if gap <= tolerance:
+                pairs.append((gap, i, quantity, j))
+    pairs.sort()
+    used_sensors: set[int] = set()
+    used_readings: set[tuple[Quantity, int]] = set()
+    for _, i, quantity, j in pairs:
+        if i in used_sensors or (quantity, j) in used_readings:
+            continue
+        used_sensors.add(i)
+        used_readings.add((quantity, j))
+    for i, sensor in enumerate(wanted):
+        (matched if i in used_sensors else missed).append(sensor)
+    return matched, missed, excepted
+
+
+def duplicate_series(result: PollResult) -> list[str]:
+    """Series (name + labels) that appear more than once in the target's exposition."""
+    seen: set[str] = set()
+    dupes = []
+    for line in golden_exposition(result).splitlines():
+        if line.startswith("#") or not line:
+            continue
+        series = line.rsplit(" ", 1)[0]
+        if series in seen:
+            dupes.append(series)
+        seen.add(series)
+    data = result.data
+    if data is not None:
+        keys = [r.series for r in data.readings]
+        dupes += [str(k) for k in keys if keys.count(k) > 1]
+    return dupes
+
+
+async def score_all(
+    sim: SnmpSim,
+    names: Sequence[str],
+    corpus: Path = CORPUS,
+    profiles: ProfileSet | None = None,
+    parallel: int = 6,
+) -> list[DeviceScore]:
+    """Poll every named recording through snmpsim (no profile given) and score it."""
+    profiles = profiles or load_profiles()
+    exceptions = load_exceptions()
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(name: str) -> DeviceScore:
+        target = re.sub(r"[^A-Za-z0-9_.:@-]", "-", name)
+        config = snmp_config(sim.port, name, name=target, timeout="40s", interval="60s")
+        async with gate:
+            result = await poll_once(config, profiles)
+        sensors = json.loads((corpus / f"{name}.librenms.json").read_text())
+        readings = result.data.readings if result.data else ()
+        matched, missed, excepted = match_sensors(name, sensors, readings, exceptions)
+        return DeviceScore(name, result, matched, missed, excepted, duplicate_series(result))
+
+    return list(await asyncio.gather(*(one(n) for n in names)))
+
+
+def summary(scores: Sequence[DeviceScore]) -> dict[str, int]:
+    """Totals over every device."""
+    matched = sum(len(s.matched) for s in scores)
+    missed = sum(len(s.missed) for s in scores)
+    excepted = sum(len(s.excepted) for s in scores)
+    return {
+        "devices": len(scores),
+        "recognised": sum(s.recognised for s in scores),
+        "sensors": matched + missed + excepted,
+        "matched": matched,
+        "missed": missed,
+        "excepted": excepted,
+        "duplicates": sum(len(s.duplicates) for s in scores),
+    }
+
+
+def report(scores: Sequence[DeviceScore], verbose: bool = False) -> str:
+    """A human-readable table of the scores."""
+    lines = []
+    for s in scores:
+        total = len(s.matched) + len(s.missed)
+        state = (
+            f"{s.result.data.info.profile if s.result.data else ''}"
+            if s.recognised
+            else f"{s.result.reason}: {s.result.message[:90]}"
+        )
+        readings = len(s.result.data.readings) if s.result.data else 0
+        lines.append(
+            f"{s.name:<38} {len(s.matched):>3}/{total:<3} "
+            f"(+{len(s.excepted)} excepted) readings={readings:<4} {state}"
+        )
+        if verbose:
+            for sensor in s.missed:
+                lines.append(
+                    f"    MISSED {sensor['sensor_class']:<11} {sensor['sensor_current']!s:<8} "
+                    f"{sensor['sensor_descr']!s:<40} {sensor['sensor_oid']}"
+                )
+            lines.extend(f"    DUPLICATE {d}" for d in s.duplicates)
+    t = summary(scores)
+    wanted = t["matched"] + t["missed"]
+    share = 100.0 * t["matched"] / wanted if wanted else 100.0
+    lines.append(
+        f"conformance: {t['matched']}/{wanted} LibreNMS sensors matched ({share:.1f}%), "
+        f"{t['excepted']} excepted with a reason, {t['recognised']}/{t['devices']} devices "
+        f"recognised, {t['duplicates']} duplicate series"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the corpus with snmpsim, poll it, print the score."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--only", nargs="*", default=[])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    names = recordings(args.corpus, args.only)
+    if not names:
+        print(f"no recordings in {args.corpus}", file=sys.stderr)
+        return 2
+    sim = SnmpSim(data_dirs=[args.corpus])
+    sim.start(timeout=120)
+    try:
+        scores = asyncio.run(score_all(sim, names, args.corpus))
+    finally:
+        sim.stop()
+    print(report(scores, verbose=args.verbose))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
