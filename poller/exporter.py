@@ -28,6 +28,11 @@ FAMILIES: dict[Quantity, tuple[str, str | None, str]] = {
     ),
     Quantity.LEAK: ("hw_leak_detected", None, "Water leak: 1 water detected, 0 dry."),
     Quantity.FAN_SPEED: ("hw_fan_speed_rpm", "hw_fan_speed_limit_rpm", "Fan speed in RPM."),
+    Quantity.FAN_SPEED_RATIO: (
+        "hw_fan_speed_ratio",
+        None,
+        "Fan speed as a ratio of its maximum (0..1), for devices that report percent.",
+    ),
     Quantity.STATUS: (
         "hw_status",
         None,

@@ -13,6 +13,7 @@ class Quantity(StrEnum):
     HUMIDITY = "humidity"
     LEAK = "leak"
     FAN_SPEED = "fan_speed"
+    FAN_SPEED_RATIO = "fan_speed_ratio"
     STATUS = "status"
     BATTERY_CHARGE = "battery_charge"
     BATTERY_TIME_LEFT = "battery_time_left"
@@ -92,6 +93,7 @@ PHYSICAL_RANGE: dict[Quantity, tuple[float, float]] = {
     Quantity.HUMIDITY: (0.0, 1.0),
     Quantity.LEAK: (0.0, 1.0),
     Quantity.FAN_SPEED: (0.0, 100_000.0),
+    Quantity.FAN_SPEED_RATIO: (0.0, 1.0),
     Quantity.BATTERY_CHARGE: (0.0, 1.0),
     Quantity.BATTERY_TIME_LEFT: (0.0, 90 * 86_400.0),
     Quantity.UPS_LOAD: (0.0, 10.0),

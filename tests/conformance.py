@@ -3,7 +3,7 @@ sensor LibreNMS discovers on them has an hwpoller reading of the same quantity a
 
 The recordings and LibreNMS's answers live outside the project (../shared/corpus, or the
 directory in HWPOLLER_CORPUS); nothing from them is copied here. Where hwpoller differs from
-LibreNMS on purpose, tests/conformance_exceptions.yaml says why, one line each.
+LibreNMS on purpose, tests/conformance_exceptions/*.yaml say why, one line each.
 
 `python -m tests.conformance [--corpus DIR] [--only NAME...]` prints the score per device and
 in total; tests/test_conformance.py asserts it.
@@ -31,7 +31,7 @@ from tests.util import golden_exposition, poll_once, snmp_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("HWPOLLER_CORPUS", ROOT.parent / "shared" / "corpus"))
-EXCEPTIONS = Path(__file__).resolve().parent / "conformance_exceptions.yaml"
+EXCEPTIONS = Path(__file__).resolve().parent / "conformance_exceptions"
 
 # LibreNMS class -> (quantity, factor to base units, absolute tolerance in base units).
 # LibreNMS rounds some values to whole units, so a tolerance of half a unit (or one minute
@@ -69,17 +69,17 @@ class Exemption:
         return self.current is None or float(sensor["sensor_current"]) == self.current
 
 
-def load_exceptions(path: Path = EXCEPTIONS) -> list[Exemption]:
-    """The exceptions data file; every entry must carry a reason."""
-    raw = yaml.safe_load(path.read_text()) or []
+def load_exceptions(directory: Path = EXCEPTIONS) -> list[Exemption]:
+    """The exception data files (one per device family); every entry must carry a reason."""
     out = []
-    for i, entry in enumerate(raw):
-        if not isinstance(entry, dict) or not entry.get("reason"):
-            raise ValueError(f"{path}: entry {i} needs a reason")
-        fields = dict(entry)
-        if "class" in fields:
-            fields["sensor_class"] = fields.pop("class")
-        out.append(Exemption(**fields))
+    for path in sorted(directory.glob("*.yaml")):
+        for i, entry in enumerate(yaml.safe_load(path.read_text()) or []):
+            if not isinstance(entry, dict) or not entry.get("reason"):
+                raise ValueError(f"{path}: entry {i} needs a reason")
+            fields = dict(entry)
+            if "class" in fields:
+                fields["sensor_class"] = fields.pop("class")
+            out.append(Exemption(**fields))
     return out
 
 

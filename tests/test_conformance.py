@@ -14,7 +14,7 @@ from tests.conformance import CORPUS, DeviceScore, recordings, report, score_all
 
 pytestmark = pytest.mark.integration
 
-# Share of LibreNMS's sensors (those not excepted in tests/conformance_exceptions.yaml, each
+# Share of LibreNMS's sensors (those not excepted in tests/conformance_exceptions/, each
 # with its reason) that hwpoller must read with the same quantity and value.
 MIN_MATCHED = 0.35
 # Share of recordings at least one profile must recognise.
