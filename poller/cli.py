@@ -16,6 +16,7 @@ import yaml
 
 from poller import __version__
 from poller.config import Config, check_profiles, load_config, parse_config
+from poller.config_values import parse_listen_address
 from poller.drivers import DriverContext, PollSpec, driver_for
 from poller.errors import ConfigError, DeviceError, ProfileError
 from poller.exporter import exposition
@@ -58,13 +59,36 @@ def setup_logging(level: str) -> None:
     )
 
 
+async def reload_config(config_path: str, scheduler: Scheduler) -> Config | None:
+    """Re-read the config file and apply it; on any error keep the running config."""
+    try:
+        # Reading and validating a big file takes a while; in a thread, polls and their
+        # deadlines keep running on the event loop meanwhile.
+        new_config, new_profiles = await asyncio.to_thread(load_all, config_path)
+    except ConfigError as exc:
+        log.error("reload failed, keeping the running config:\n%s", exc)
+        return None
+    except Exception:  # a bug in loading must not leave a half-applied reload
+        log.exception("reload failed unexpectedly, keeping the running config")
+        return None
+    await scheduler.apply(new_config, new_profiles)
+    log.info("reloaded %s: %d targets", config_path, len(new_config.targets))
+    return new_config
+
+
 async def serve(config_path: str, listen: str | None, web: WebConfig) -> int:
     """Poll and serve until SIGTERM/SIGINT; reload on SIGHUP."""
     config, profiles = load_all(config_path)
+    if listen is not None:
+        try:
+            parse_listen_address(listen, 9730)
+        except ValueError as exc:
+            raise ConfigError([f"--web.listen-address: {exc}"]) from None
     raise_open_files_limit()
     store = Store()
     scheduler = Scheduler(config, profiles, store)
     address = listen or config.settings.listen_address
+    # Bound before polling starts: a port in use is reported (one line, exit 1) by main().
     server = HttpServer(address, store, exposition, web)
     await scheduler.start()
     server.start()
@@ -77,18 +101,26 @@ async def serve(config_path: str, listen: str | None, web: WebConfig) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
+    # One reload at a time: SIGHUPs sent in a burst apply in order, never interleaved.
+    reloading = asyncio.Lock()
+
     async def reload() -> None:
-        try:
-            new_config, new_profiles = load_all(config_path)
-        except ConfigError as exc:
-            log.error("reload failed, keeping the running config:\n%s", exc)
-            return
-        await scheduler.apply(new_config, new_profiles)
-        log.info("reloaded %s: %d targets", config_path, len(new_config.targets))
+        async with reloading:
+            new_config = await reload_config(config_path, scheduler)
+            if new_config and listen is None and new_config.settings.listen_address != address:
+                log.warning("settings.listen_address changed; it takes effect at restart")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    # The loop keeps only weak references to tasks: hold each reload until it has finished.
+    reloads: set[asyncio.Task[None]] = set()
+
+    def start_reload() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, start_reload)
     await stop.wait()
     log.info("shutting down")
     server.stop()
@@ -236,6 +268,9 @@ def _list_profiles() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the hwpoller command."""
+    # A Rust panic in gufo-snmp's decoder (a malformed reply) is a protocol error of one
+    # target; Rust's panic hook would print a whole backtrace per bad packet when set.
+    os.environ["RUST_BACKTRACE"] = "0"
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level or "info")
     try:

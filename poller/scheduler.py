@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 from poller.config import Config, Target
 from poller.drivers import Driver, DriverContext, PollSpec, driver_for
-from poller.errors import DeviceError
+from poller.errors import DeviceError, DeviceTimeoutError
 from poller.model import DeviceData, PollResult
 from poller.profiles import ProfileSet
 from poller.store import Store
@@ -23,8 +23,27 @@ log = logging.getLogger("hwpoller.scheduler")
 START_SPREAD = 10.0
 # How long shutdown waits for drivers to close their sessions.
 CLOSE_TIMEOUT = 3.0
+# How long a poll that missed its deadline gets to honour its cancellation before it is
+# left behind (still counted as in flight, so no second poll starts beside it).
+CANCEL_GRACE = 0.5
+# Exceptions that mean "the process is ending": never turned into a poll result.
+_FATAL = (KeyboardInterrupt, SystemExit)
 
 DriverMaker = Callable[[PollSpec, DriverContext], Driver]
+
+
+def _being_cancelled() -> bool:
+    """True when the current task has a cancellation request pending (a real shutdown or
+    removal), as opposed to a CancelledError that leaked out of some library call."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """Retrieve a finished task's exception so asyncio never logs "Task exception was never
+    retrieved": whoever awaited it has already reported it (or has given up on it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def backoff_delay(interval: float, failures: int, max_backoff: float) -> float:
@@ -57,6 +76,7 @@ class TargetRunner:
         self._partial: tuple[str, ...] = ()
         self._logged_internal = False
         self._down_reason = ""
+        self._inflight: asyncio.Task[DeviceData] | None = None
         self.stopping = False
 
     def inherit(self, previous: TargetRunner) -> None:
@@ -65,16 +85,61 @@ class TargetRunner:
         self._was_up = previous._was_up
         self._partial = previous._partial
         self._down_reason = previous._down_reason
+        self._logged_internal = previous._logged_internal
 
-    async def run(self) -> None:
-        """Poll on schedule until stopped."""
-        await asyncio.sleep(random.uniform(0, min(self.spec.interval, START_SPREAD)))
+    @property
+    def failures(self) -> int:
+        """Consecutive failed polls (0 while the target is healthy)."""
+        return self._failures
+
+    def next_delay(self) -> float:
+        """Seconds from the start of one poll to the next: interval or backoff, jittered."""
+        delay = backoff_delay(self.spec.interval, self._failures, self._max_backoff)
+        return delay * (1 + random.uniform(-self._jitter, self._jitter))
+
+    async def run(self, first_delay: float | None = None) -> None:
+        """Poll on schedule until stopped. Nothing a driver (or this module) raises ends the
+        loop, short of cancellation by the scheduler and KeyboardInterrupt/SystemExit."""
+        if first_delay is None:
+            first_delay = random.uniform(0, min(self.spec.interval, START_SPREAD))
+        await asyncio.sleep(first_delay)
         while not self.stopping:
             started = time.monotonic()
-            await self.poll_once()
-            delay = backoff_delay(self.spec.interval, self._failures, self._max_backoff)
-            delay *= 1 + random.uniform(-self._jitter, self._jitter)
-            await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
+            try:
+                await self.poll_once()
+            except _FATAL:
+                raise
+            except asyncio.CancelledError:
+                if self.stopping or _being_cancelled():
+                    raise
+                self.record_internal("a poll was cancelled from outside the scheduler")
+            except BaseException:  # noqa: BLE001 - a bug in bookkeeping must not end polling
+                self.record_internal("unexpected error after a poll", exc_info=True)
+            await asyncio.sleep(max(0.0, started + self.next_delay() - time.monotonic()))
+
+    async def _poll_driver(self) -> DeviceData:
+        """The driver's poll in a task of its own, under the outer deadline.
+
+        A separate task, waited for with asyncio.wait rather than asyncio.timeout, because a
+        driver (or the library under it) that swallows the deadline's cancellation must not
+        be able to hold this loop: after CANCEL_GRACE it is left running, remembered, and
+        the next poll reports a timeout until it has ended.
+        """
+        if self._inflight is not None and not self._inflight.done():
+            raise DeviceTimeoutError("the previous poll ignored its deadline and still runs")
+        task = asyncio.create_task(self.driver.poll(), name=f"driver:{self.spec.name}")
+        task.add_done_callback(_consume)
+        self._inflight = task
+        try:
+            done, _ = await asyncio.wait([task], timeout=self.spec.timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            await asyncio.wait([task], timeout=CANCEL_GRACE)
+            raise TimeoutError
+        return task.result()
 
     async def poll_once(self) -> PollResult:
         """One poll under the outer deadline; the result goes to the store."""
@@ -82,19 +147,25 @@ class TargetRunner:
         data: DeviceData | None = None
         reason = message = ""
         try:
-            async with asyncio.timeout(self.spec.timeout):
-                data = await self.driver.poll()
+            data = await self._poll_driver()
         except TimeoutError:
             reason, message = "timeout", f"poll did not finish within {self.spec.timeout:.3g}s"
         except DeviceError as exc:
             reason, message = exc.reason, str(exc)
-        except asyncio.CancelledError:
+        except _FATAL:
             raise
-        except Exception:  # an unexpected bug must never kill the target's task
+        except asyncio.CancelledError:
+            if self.stopping or _being_cancelled():
+                raise
+            # The driver's own task was cancelled by someone else (a library cancelling
+            # what it should not): a bug, not a shutdown.
             reason, message = "internal", "internal error (see log)"
-            if not self._logged_internal:
-                log.exception("target %s: unexpected error while polling", self.spec.name)
-                self._logged_internal = True
+            self._log_internal("the driver's poll was cancelled from outside", exc_info=False)
+        except BaseException:  # noqa: BLE001 - no exception class may end the target's polling
+            # BaseException, not Exception: pyo3's PanicException (a Rust panic inside a
+            # library) and other non-Exception classes must not kill the task either.
+            reason, message = "internal", "internal error (see log)"
+            self._log_internal("unexpected error while polling", exc_info=True)
         result = PollResult(
             target=self.spec.name,
             protocol=self.spec.protocol,
@@ -109,6 +180,33 @@ class TargetRunner:
         self._store.record(result)
         self._log_transition(result)
         return result
+
+    def _log_internal(self, what: str, exc_info: bool) -> None:
+        """Log an unexpected error of this target once (with its traceback), not per poll."""
+        if not self._logged_internal:
+            log.error("target %s: %s", self.spec.name, what, exc_info=exc_info)
+            self._logged_internal = True
+
+    def record_internal(self, what: str, exc_info: Any = False) -> None:
+        """Count an unexpected failure outside the driver as a failed poll, reason internal."""
+        self._log_internal(what, exc_info=exc_info)
+        self._failures += 1
+        try:
+            self._store.record(
+                PollResult(
+                    target=self.spec.name,
+                    protocol=self.spec.protocol,
+                    success=False,
+                    duration_seconds=0.0,
+                    finished_at=time.time(),
+                    data=None,
+                    reason="internal",
+                    message="internal error (see log)",
+                    labels=self.labels,
+                )
+            )
+        except Exception:  # noqa: BLE001 - the store itself failing is logged above at most
+            log.debug("target %s: could not record an internal error", self.spec.name)
 
     def _log_transition(self, result: PollResult) -> None:
         if result.success:
@@ -209,7 +307,31 @@ class Scheduler:
             if name in carried:
                 runner.inherit(carried[name])
             self._runners[name] = runner
-            self._tasks[name] = asyncio.create_task(runner.run(), name=f"poll:{name}")
+            self._start_task(name, runner)
+
+    def _start_task(
+        self, name: str, runner: TargetRunner, first_delay: float | None = None
+    ) -> None:
+        task = asyncio.create_task(runner.run(first_delay), name=f"poll:{name}")
+        task.add_done_callback(lambda t: self._task_ended(name, runner, t))
+        self._tasks[name] = task
+
+    def _task_ended(self, name: str, runner: TargetRunner, task: asyncio.Task[None]) -> None:
+        """A poll task ends only when its target is stopped. If it ended any other way (a
+        bug, or someone else cancelled it), say so once and start polling it again, after
+        its backoff."""
+        error = None if task.cancelled() else task.exception()  # also marks it retrieved
+        if runner.stopping or self._runners.get(name) is not runner:
+            return
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            return  # the process is ending; asyncio re-raises it from the loop
+        if error is None:
+            runner.record_internal("its poll task was cancelled from outside; restarted")
+        else:
+            runner.record_internal(
+                "its poll task died; restarted", exc_info=(type(error), error, error.__traceback__)
+            )
+        self._start_task(name, runner, first_delay=runner.next_delay())
 
     async def _stop_target(self, name: str) -> None:
         runner = self._runners.pop(name)
@@ -217,19 +339,25 @@ class Scheduler:
         runner.stopping = True
         # Python 3.11's asyncio.wait_for (inside the SNMP library) can swallow a cancellation
         # that races with a reply; the task then sleeps on as if nothing happened. Cancel
-        # until it is really gone; the stopping flag ends its loop at the latest.
-        while not task.done():
+        # until it is really gone, but not forever: a task that keeps refusing is left
+        # behind (its flag ends its loop at the latest) so that a reload or shutdown always
+        # finishes.
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        while not task.done() and time.monotonic() < deadline:
             task.cancel()
             await asyncio.wait([task], timeout=0.5)
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            task.result()
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await runner.driver.close()
-        except TimeoutError:
+        if not task.done():
+            log.debug("target %s: poll task ignores cancellation; left behind", name)
+        # The close runs in a task of its own: one that swallows cancellation cannot hold a
+        # reload or the shutdown either.
+        closing = asyncio.create_task(runner.driver.close(), name=f"close:{name}")
+        closing.add_done_callback(_consume)
+        done, _ = await asyncio.wait([closing], timeout=CLOSE_TIMEOUT)
+        if not done:
+            closing.cancel()
             log.debug("target %s: session close did not finish in %ss", name, CLOSE_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - a broken session must not stop the others closing
-            log.debug("target %s: error while closing: %r", name, exc)
+        elif not closing.cancelled() and closing.exception() is not None:
+            log.debug("target %s: error while closing: %r", name, closing.exception())
 
     async def stop(self) -> None:
         """Cancel every poll and close every session, all at once so that a few hung BMCs

@@ -133,3 +133,148 @@ def test_scheduler_reload_keeps_unchanged_and_closes_removed() -> None:
     assert a.closed  # and every session on shutdown
     assert [v.name for v in store.snapshot()] == ["a", "c"]
     assert a.calls >= 2
+
+
+class NotAnException(BaseException):
+    """Like pyo3's PanicException: derives from BaseException, so `except Exception` misses
+    it."""
+
+
+class Hostile:
+    """A misbehaving driver: 'panic' raises a BaseException, 'stubborn' ignores the deadline's
+    cancellation for a while, 'selfcancel' cancels its own task, 'ok' succeeds. Its close
+    can panic too."""
+
+    def __init__(self, step: str, close_panics: bool = False) -> None:
+        self.step = step
+        self.calls = 0
+        self.close_panics = close_panics
+        self.swallowed = 0
+
+    async def poll(self) -> DeviceData:
+        self.calls += 1
+        if self.step == "panic":
+            raise NotAnException("index out of bounds")
+        if self.step == "selfcancel":
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)
+        if self.step == "stubborn":
+            # Swallows every cancellation for up to 2 s (bounded, so the test always ends).
+            deadline = asyncio.get_running_loop().time() + 2.0
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    self.swallowed += 1
+        return DeviceData(DeviceInfo(), (Reading(Quantity.FAN_SPEED, "fan1", 1200.0),))
+
+    async def close(self) -> None:
+        if self.close_panics:
+            raise NotAnException("panic while closing")
+
+
+def hostile_scheduler(
+    drivers: dict[str, Hostile], steps: dict[str, str], **kwargs: bool
+) -> Callable[[PollSpec, DriverContext], Driver]:
+    def make(spec: PollSpec, context: DriverContext) -> Driver:
+        drivers[spec.name] = Hostile(steps.get(spec.name, "ok"), **kwargs)
+        return drivers[spec.name]
+
+    return make
+
+
+def test_no_exception_class_ends_a_poll_task(caplog: pytest.LogCaptureFixture) -> None:
+    drivers: dict[str, Hostile] = {}
+    steps = {"panic": "panic", "selfcancel": "selfcancel", "stubborn": "stubborn"}
+    names = ["ok", *steps]
+    make = hostile_scheduler(drivers, steps, close_panics=True)
+
+    async def go() -> Store:
+        store = Store()
+        # 0.3 s deadline, 1 s interval; backoff capped at 1 s so failing targets keep going.
+        config = config_for(names)
+        config = config.model_copy(  # type: ignore[attr-defined]
+            update={"settings": config.settings.model_copy(update={"max_backoff": 1.0})}  # type: ignore[attr-defined]
+        )
+        scheduler = Scheduler(config, load_profiles(), store, make_driver=make)
+        await scheduler.start()
+        await until(lambda: all(d.calls >= 3 for n, d in drivers.items() if n != "stubborn"))
+        await until(lambda: drivers["stubborn"].calls >= 2)
+        tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("poll:")]
+        assert len(tasks) == len(names) and not any(t.done() for t in tasks)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await scheduler.stop()  # every close panics: the stop still completes
+        assert loop.time() - started < 10
+        return store
+
+    with caplog.at_level(logging.INFO, logger="hwpoller"):
+        store = asyncio.run(go())
+    views = {v.name: v for v in store.snapshot()}
+    assert views["ok"].up
+    for name in ("panic", "selfcancel"):
+        errors = dict(views[name].errors)
+        assert errors["internal"] >= 3, (name, errors)  # counted, and retried
+    stubborn = dict(views["stubborn"].errors)
+    assert stubborn["timeout"] >= 2, stubborn
+    assert drivers["stubborn"].swallowed >= 1  # it really did ignore the deadline
+    # A stubborn poll still running is never joined by a second one.
+    assert drivers["stubborn"].calls <= stubborn["timeout"]
+    # One traceback, for the panic; the self-cancel is logged once without one.
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert [r.getMessage() for r in tracebacks] == ["target panic: unexpected error while polling"]
+    assert sum("target selfcancel:" in r.getMessage() for r in caplog.records) == 1
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+def test_a_killed_task_is_restarted_and_reload_still_works(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    drivers: dict[str, Hostile] = {}
+    make = hostile_scheduler(drivers, {})
+    real_run = TargetRunner.run
+    died: list[str] = []
+
+    async def dies_once(self: TargetRunner, first_delay: float | None = None) -> None:
+        # The first task of target "a" dies of a BaseException outside any poll: the
+        # situation the scheduler's supervision exists for.
+        if self.spec.name == "a" and not died:
+            died.append("a")
+            raise NotAnException("task died")
+        await real_run(self, first_delay)
+
+    monkeypatch.setattr(TargetRunner, "run", dies_once)
+
+    async def go() -> Store:
+        store = Store()
+        scheduler = Scheduler(config_for(["a", "b"]), load_profiles(), store, make_driver=make)  # type: ignore[arg-type]
+        await scheduler.start()
+        await until(lambda: drivers["a"].calls >= 1 and drivers["b"].calls >= 1)
+        # Someone else cancels b's task: it is restarted, not left dead.
+        next(t for t in asyncio.all_tasks() if t.get_name() == "poll:b").cancel()
+        b_calls = drivers["b"].calls
+        await until(lambda: drivers["b"].calls > b_calls)
+        # A reload that changes "a" (new timeout) and adds "c".
+        await scheduler.apply(config_for(["a", "b", "c"], timeout="0.4s"))  # type: ignore[arg-type]
+        await until(lambda: "c" in drivers and drivers["c"].calls >= 1)
+        await until(lambda: drivers["a"].calls >= 1)
+        assert set(scheduler.runners) == {"a", "b", "c"}
+        await scheduler.stop()
+        return store
+
+    with caplog.at_level(logging.INFO):
+        store = asyncio.run(go())
+        gc.collect()
+    assert died == ["a"]
+    views = {v.name: v for v in store.snapshot()}
+    assert dict(views["a"].errors)["internal"] == 1  # the death was counted once
+    assert dict(views["b"].errors)["internal"] == 1  # so was the outside cancellation
+    assert views["c"].up
+    messages = [r.getMessage() for r in caplog.records]
+    assert "target a: its poll task died; restarted" in messages
+    assert "target b: its poll task was cancelled from outside; restarted" in messages
+    assert not [m for m in messages if "never retrieved" in m]
