@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,12 +20,28 @@ from pydantic import (
     model_validator,
 )
 
-from poller.config_values import expand_env, parse_duration, read_secret_files, split_address
+from poller.config_values import (
+    MAX_CONFIG_BYTES,
+    decode_config,
+    expand_env,
+    load_yaml,
+    parse_duration,
+    parse_listen_address,
+    read_secret_files,
+    split_address,
+    yaml_error_message,
+)
 from poller.errors import ConfigError
 from poller.target_files import read_target_files
 
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Every static label is copied onto every series of its target, so it costs memory in hwpoller
+# and in Prometheus for each sample: keep them to what a site/room/rack description needs.
+MAX_LABELS = 32
+MAX_LABEL_NAME = 64
+MAX_LABEL_VALUE = 256
+MAX_NAME = 128  # target, auth and profile names appear in every log line and series
 # Labels hwpoller sets itself; a static label of the same name would collide.
 RESERVED_LABELS = frozenset(
     {
@@ -48,7 +65,58 @@ RESERVED_LABELS = frozenset(
 )
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+def _within(low: float, high: float, why: str) -> Callable[[float], float]:
+    """An after-validator keeping a duration in [low, high] seconds, saying why if not."""
+
+    def check(value: float) -> float:
+        if not low <= value <= high:  # also false for NaN
+            raise ValueError(f"must be between {low:g}s and {high:g}s {why} (got {value:g}s)")
+        return value
+
+    return check
+
+
+# Polling faster than once a second only loads fragile management cards; a day is the longest
+# interval (and timeout) that still makes a useful health signal.
+Interval = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    AfterValidator(_within(1, 86400, "(polling faster than 1s overloads devices)")),
+]
+# Below 100 ms no device answers, even on the same LAN; the upper bound is the interval's.
+Timeout = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    AfterValidator(_within(0.1, 86400, "(no device answers in less than 100ms)")),
+]
+Backoff = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(_within(1, 86400, "(1s to 1 day)"))
+]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+
+_V3_ONLY = (
+    "username",
+    "security_level",
+    "auth_protocol",
+    "auth_password",
+    "auth_password_file",
+    "priv_protocol",
+    "priv_password",
+    "priv_password_file",
+    "allow_insecure_protocols",
+)
+_V12_ONLY = ("community", "community_file")
+
+
+def _snmp_version(value: Any) -> Any:
+    """The SNMP version as "1", "2c" or "3"; YAML's unquoted 1 and 3 are accepted as such."""
+    # bool is an int in Python: `version: true` must not silently mean version 1.
+    if isinstance(value, int) and not isinstance(value, bool) and value in (1, 3):
+        return str(value)
+    if isinstance(value, str) and value.strip() in ("1", "2c", "3"):
+        return value.strip()
+    hint = " (write 2c for SNMPv2c)" if value in (2, "2", 2.0) else ""
+    raise ValueError(f"version must be 1, 2c or 3, got {value!r}{hint}")
 
 
 class _Strict(BaseModel):
@@ -59,9 +127,9 @@ class SnmpAuth(_Strict):
     """Named SNMP credentials (v1/v2c community or SNMPv3 USM user)."""
 
     protocol: Literal["snmp"]
-    version: Literal["1", "2c", "3"] = "2c"
+    version: Annotated[Literal["1", "2c", "3"], BeforeValidator(_snmp_version)] = "2c"
     community: SecretStr | None = None
-    username: str | None = None
+    username: Name | None = None
     security_level: Literal["noAuthNoPriv", "authNoPriv", "authPriv"] | None = None
     auth_protocol: Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] | None = None
     auth_password: SecretStr | None = None
@@ -73,8 +141,20 @@ class SnmpAuth(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _files(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("version"), int | float):
-            data = {**data, "version": {1: "1", 3: "3"}.get(int(data["version"]), "2c")}
+        if isinstance(data, dict):
+            # Keys of another version are refused before any secret file is read for them.
+            try:
+                version = _snmp_version(data.get("version", "2c"))
+            except ValueError:
+                version = None  # reported by the field validator
+            other = _V3_ONLY if version in ("1", "2c") else _V12_ONLY if version == "3" else ()
+            given = [k for k in other if k in data]
+            if given:
+                verb = "does" if len(given) == 1 else "do"
+                why = "only version 3 has users" if version != "3" else "version 3 has users"
+                raise ValueError(
+                    f"{', '.join(given)} {verb} not apply to SNMP version {version} ({why})"
+                )
         return read_secret_files(data, ("community", "auth_password", "priv_password"))
 
     @model_validator(mode="after")
@@ -82,13 +162,7 @@ class SnmpAuth(_Strict):
         if self.version in ("1", "2c"):
             if self.community is None:
                 raise ValueError(f"SNMP v{self.version} needs community (or community_file)")
-            v3_only = ("username", "security_level", "auth_protocol", "priv_protocol")
-            extra = [k for k in v3_only if getattr(self, k) is not None]
-            if extra:
-                raise ValueError(f"{', '.join(extra)} only apply to SNMP version 3")
             return self
-        if self.community is not None:
-            raise ValueError("community does not apply to SNMP version 3; use username")
         if not self.username:
             raise ValueError("SNMP version 3 needs username")
         level = self.security_level or "authPriv"
@@ -119,7 +193,7 @@ class IpmiAuth(_Strict):
     """Named IPMI (RMCP+) credentials."""
 
     protocol: Literal["ipmi"]
-    username: str = ""
+    username: Annotated[str, Field(max_length=MAX_NAME)] = ""
     password: SecretStr | None = None
     privilege: Literal["callback", "user", "operator", "administrator"] = "user"
     # The BMC key (K_g) for RMCP+ two-key login, when the BMC has one set.
@@ -146,13 +220,13 @@ class IpmiOptions(_Strict):
 class Target(_Strict):
     """One device to poll."""
 
-    name: str = Field(pattern=_NAME_RE, max_length=128)
-    address: str
+    name: str = Field(pattern=_NAME_RE, max_length=MAX_NAME)
+    address: Annotated[str, Field(max_length=300)]  # a 253-character host name and a port
     protocol: Literal["snmp", "ipmi"]
-    auth: str
-    profile: str | None = None
-    interval: Duration | None = None
-    timeout: Duration | None = None
+    auth: Name
+    profile: Name | None = None
+    interval: Interval | None = None
+    timeout: Timeout | None = None
     retries: int | None = Field(default=None, ge=0, le=10)
     max_repetitions: int | None = Field(default=None, ge=1, le=100)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -161,11 +235,24 @@ class Target(_Strict):
     @field_validator("labels")
     @classmethod
     def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
-        for key in labels:
+        if len(labels) > MAX_LABELS:
+            raise ValueError(f"at most {MAX_LABELS} labels per target (got {len(labels)})")
+        for key, value in labels.items():
+            shown = key if len(key) <= MAX_LABEL_NAME else key[:MAX_LABEL_NAME] + "..."
+            if len(key) > MAX_LABEL_NAME:
+                raise ValueError(f"label name {shown!r} is longer than {MAX_LABEL_NAME} characters")
             if not _LABEL_RE.match(key) or key.startswith("__"):
-                raise ValueError(f"label name {key!r} is not a valid Prometheus label name")
+                raise ValueError(
+                    f"label name {key!r} is not a valid Prometheus label name (letters, digits "
+                    "and _, not starting with a digit or __)"
+                )
             if key in RESERVED_LABELS:
                 raise ValueError(f"label name {key!r} is reserved for hwpoller's own labels")
+            if len(value) > MAX_LABEL_VALUE:
+                raise ValueError(
+                    f"label {key!r}: the value is {len(value)} characters long; "
+                    f"at most {MAX_LABEL_VALUE} are allowed"
+                )
         return labels
 
     @field_validator("address")
@@ -179,24 +266,31 @@ class Settings(_Strict):
     """Process-wide settings and per-target defaults."""
 
     listen_address: str = "0.0.0.0:9730"
-    interval: Duration = 30.0
-    timeout: Duration | None = None  # default: 0.8 x interval
+    interval: Interval = 30.0
+    timeout: Timeout | None = None  # default: 0.8 x interval
     retries: int = Field(default=1, ge=0, le=10)
     max_repetitions: int = Field(default=10, ge=1, le=100)
     jitter: float = Field(default=0.1, ge=0, le=0.5)
-    max_backoff: Duration = 300.0
-    snmp_concurrency: int = Field(default=256, ge=1)
-    ipmi_threads: int = Field(default=32, ge=1)
+    max_backoff: Backoff = 300.0
+    snmp_concurrency: int = Field(default=256, ge=1, le=65536)
+    # Each is an OS thread blocked in pyghmi; thousands would only exhaust memory.
+    ipmi_threads: int = Field(default=32, ge=1, le=1024)
     profile_dirs: list[str] = Field(default_factory=list)
     target_files: list[str] = Field(default_factory=list)  # file_sd-style target lists
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("listen_address")
+    @classmethod
+    def _listen(cls, address: str) -> str:
+        parse_listen_address(address, 9730)
+        return address
 
 
 class Config(_Strict):
     """The whole validated configuration."""
 
     settings: Settings = Field(default_factory=Settings)
-    auths: dict[str, Auth] = Field(default_factory=dict)
+    auths: dict[Name, Auth] = Field(default_factory=dict)
     targets: list[Target] = Field(default_factory=list)
     source: str = ""  # the file it came from, for messages
 
@@ -304,20 +398,18 @@ def _check_timing(config: Config) -> list[str]:
 
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate YAML text; raise ConfigError listing every problem with its key path."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{source}: the config is longer than {MAX_CONFIG_BYTES} characters"])
     try:
-        raw = yaml.safe_load(text)
+        raw, problems = load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError([f"{source}:{where}: {problem}"]) from None
+        raise ConfigError([f"{source}: {yaml_error_message(exc, text)}"]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(
             [f"{source}: the top level must be a mapping with settings/auths/targets"]
         )
-    problems: list[str] = []
     if "source" in raw:
         problems.append("source: unknown key")
     expanded = expand_env(raw, "", problems)
@@ -345,9 +437,17 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as handle:
+            # One byte more than allowed tells a file at the limit from a larger one without
+            # reading (say) a multi-gigabyte log file given by mistake.
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+        reason = exc.strerror or str(exc)
+        raise ConfigError([f"{path}: cannot read config file: {reason}"]) from None
+    try:
+        text = decode_config(data)
+    except ValueError as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
     return parse_config(text, str(path))
 
 

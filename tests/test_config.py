@@ -134,7 +134,7 @@ def test_missing_env_and_unreadable_secret_file(
         ("{protocol: snmp, version: 2c}", "needs community"),
         (
             "{protocol: snmp, version: 2c, community: x, username: u}",
-            "only apply to SNMP version 3",
+            "username does not apply to SNMP version 2c",
         ),
         ("{protocol: telnet}", "protocol"),
     ],
