@@ -144,6 +144,11 @@ def _devices(views: list[TargetView]) -> Iterator[Metric]:
         "Readings left out of the last successful poll, by reason: duplicate (a second "
         "source of one series) or out_of_range (physically impossible value).",
     )
+    partial = _Family(
+        "hwpoller_partial_failures",
+        "Parts of the last successful poll that failed, such as a table the device could not "
+        "serve; their readings are absent and the log names each.",
+    )
     families: dict[str, _Family] = {}
 
     def family(name: str, documentation: str) -> _Family:
@@ -169,6 +174,7 @@ def _devices(views: list[TargetView]) -> Iterator[Metric]:
         )
         for profile, count in data.sources:
             sources.add({**base, "profile": profile}, float(count))
+        partial.add(base, float(len(data.partial_errors)))
         counts = dict(data.dropped)
         for reason in DROP_REASONS:
             dropped.add({**base, "reason": reason}, float(counts.get(reason, 0)))
@@ -191,6 +197,7 @@ def _devices(views: list[TargetView]) -> Iterator[Metric]:
     yield info.metric
     yield sources.metric
     yield dropped.metric
+    yield partial.metric
     for name in sorted(families):
         yield families[name].metric
 

@@ -29,7 +29,9 @@ class FakeTransport:
         self.gets.append(list(oids))
         return {o: self.values[o] for o in oids if o in self.values}
 
-    async def walk(self, oid: str, stop: str | None = None) -> list[tuple[str, RawValue]]:
+    async def walk(
+        self, oid: str, stop: str | None = None, columns: int = 1
+    ) -> list[tuple[str, RawValue]]:
         self.walks.append(oid)
         for prefix, exc in self.failing.items():
             if oid.startswith(prefix):
@@ -40,6 +42,10 @@ class FakeTransport:
             key=lambda item: key(item[0]),
         )
         return [(o, v) for o, v in rows if stop is None or key(o) < key(stop)]
+
+    async def lands_in(self, subtree: str) -> bool:
+        self.walks.append(f"getnext {subtree}")
+        return any(o.startswith(subtree + ".") for o in self.values)
 
     def close(self) -> None:
         pass
@@ -65,15 +71,21 @@ def driver(transport: FakeTransport, profile: str | None = None) -> SnmpDriver:
 
 def test_detects_by_presence_and_reads_values() -> None:
     fake = FakeTransport(dict(UPS))
-    data = asyncio.run(driver(fake).poll())
+    drv = driver(fake)
+    data = asyncio.run(drv.poll())
     assert data.info.profile == "rfc1628-ups"
     got = {(r.quantity.value, r.sensor): (r.state or r.value) for r in data.readings}
     assert got[("battery_charge", "battery")] == pytest.approx(0.55)
     assert got[("ups_power_source", "output")] == "battery"
     assert got[("voltage", "input")] == 0  # a real 0 V on the input is kept
-    # Detection asked for sysDescr/sysObjectID, then probed the MIBs' own objects.
+    # Detection asked for sysDescr/sysObjectID, then probed the MIBs' own objects: one GET
+    # for the oid_exists scalars and one GETNEXT per subtree.
     assert fake.gets[0] == [SYS_DESCR, SYS_OBJECT_ID]
-    assert "1.3.6.1.2.1.33.1.1.1.0" in fake.gets[1]
+    probes = [w for w in fake.walks if w.startswith("getnext ")]
+    assert "getnext 1.3.6.1.2.1.33.1" in probes or "1.3.6.1.2.1.33.1.1.1.0" in fake.gets[1]
+    # Identity filtering keeps detection to a handful of requests, whatever the profile count.
+    assert drv.detection_requests == 2 + len(probes) or drv.detection_requests == 1 + len(probes)
+    assert drv.detection_requests <= 6
 
 
 def test_partial_result_when_one_table_fails() -> None:

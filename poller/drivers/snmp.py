@@ -49,8 +49,10 @@ T = TypeVar("T")
 
 # OIDs per GET request: small enough for any agent's PDU size, large enough to be cheap.
 GET_CHUNK = 16
-# A walk longer than this is an agent bug (or a hostile device), not a sensor table.
-MAX_WALK_ROWS = 20_000
+# A table with more rows than this is an agent bug (or a hostile device), not a sensor
+# table; the limit is per table row, so a walk of C columns may return C times as many
+# varbinds (a 10,000-row ENTITY-SENSOR table with 6 needed columns is 60,000).
+MAX_TABLE_ROWS = 50_000
 # SNMPv3 engine time must be refreshed when the session has been idle this long (RFC 3414
 # allows 150 s of drift).
 V3_REFRESH_AFTER = 120.0
@@ -78,8 +80,11 @@ class SnmpTransport(Protocol):
         """GET the OIDs; missing ones (noSuchObject/noSuchInstance) are left out."""
         ...
 
-    async def walk(self, oid: str, stop: str | None = None) -> list[tuple[str, RawValue]]:
-        """Every (oid, value) below `oid` in agent order, ending before `stop` if given."""
+    async def walk(
+        self, oid: str, stop: str | None = None, columns: int = 1
+    ) -> list[tuple[str, RawValue]]:
+        """Every (oid, value) below `oid` in agent order, ending before `stop` if given;
+        `columns` is how many table columns the range spans (for the row limit)."""
         ...
 
     def close(self) -> None:
@@ -243,11 +248,14 @@ class GufoTransport:
                             out[oid] = await self._call(lambda o=oid: session.get(o))  # type: ignore[misc]
         return out
 
-    async def walk(self, oid: str, stop: str | None = None) -> list[tuple[str, RawValue]]:
+    async def walk(
+        self, oid: str, stop: str | None = None, columns: int = 1
+    ) -> list[tuple[str, RawValue]]:
         """GETBULK (GETNEXT on v1) below `oid`, ending before `stop`; guards against agents
-        that loop."""
+        that loop, and against tables of more than MAX_TABLE_ROWS rows of `columns`."""
         session = await self._ensure_session()
         stop_key = oid_key(stop) if stop else None
+        limit = MAX_TABLE_ROWS * max(1, columns)
 
         async def run() -> list[tuple[str, RawValue]]:
             rows: list[tuple[str, RawValue]] = []
@@ -261,8 +269,8 @@ class GufoTransport:
                     raise ProtocolError(f"agent returned OIDs out of order at {row_oid}")
                 last = key
                 rows.append((row_oid, value))
-                if len(rows) > MAX_WALK_ROWS:
-                    raise ProtocolError(f"walk of {oid} exceeded {MAX_WALK_ROWS} rows")
+                if len(rows) > limit:
+                    raise ProtocolError(f"table {oid} has more than {MAX_TABLE_ROWS} rows")
             return rows
 
         try:
@@ -399,7 +407,8 @@ class SnmpDriver:
         timeouts = 0
         for oid, stop, columns in self._plan_walks(applied):
             try:
-                rows = await self._transport.walk(oid, stop)
+                span = int(stop.rpartition(".")[2]) - 1 if stop else 1
+                rows = await self._transport.walk(oid, stop, span)
             except DeviceTimeoutError as exc:
                 # One slow table is a partial result; two in a row means the device is gone.
                 timeouts += 1
