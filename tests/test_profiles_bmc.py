@@ -63,3 +63,30 @@ def test_hpe_ilo(snmpsim: SnmpSim) -> None:
     assert got[("status", "fan system 0.2", "fan")] == "degraded"
     assert not [k for k in got if k[1] == "fan system 0.3"]
     assert got[("status", "system", "system")] == "degraded"
+    # Power supplies: bay 3 is absent (omitted); the failed supply has no input voltage.
+    assert got[("status", "power supply 1", "power_supply")] == "ok"
+    assert got[("status", "power supply 2", "power_supply")] == "failed"
+    assert got[("power", "power supply 1", "")] == 212
+    assert got[("voltage", "power supply 1 input", "")] == 231
+    assert ("voltage", "power supply 2 input", "") not in got
+    assert not [k for k in got if k[1] == "power supply 3"]
+    assert got[("status", "HPE Smart Storage Battery", "battery")] == "degraded"
+
+
+def test_hpe_storage(snmpsim: SnmpSim) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "hpe-storage")))
+    got = readings(result)
+    assert result.data is not None and result.data.info.profile == "hpe-ilo"
+    assert dict(result.data.sources)["hpe-storage"] > 0
+    # Smart Array drives by location string, the drive's own overheat point high.critical.
+    assert got[("temperature", "Port=1I:Box=1:Bay=1", "")] == 33
+    assert got[("temperature", "Port=1I:Box=1:Bay=1", "high.critical")] == 60
+    assert got[("temperature", "Port=1I:Box=1:Bay=2", "")] == 57
+    # -1: the drive cannot report a temperature; the embedded controller neither.
+    assert not [k for k in got if k[1] in ("drive 3.2", "array controller slot 0")]
+    assert got[("temperature", "array controller slot 3", "")] == 61
+    assert got[("temperature", "cache module slot 3", "")] == 44
+    assert got[("temperature", "cache capacitor slot 3", "")] == 31
+    # SAS HBA drives: 0 means not available.
+    assert got[("temperature", "Port 2E Box 1 Bay 1", "high.critical")] == 65
+    assert not [k for k in got if k[1] == "Port 2E Box 1 Bay 2"]
