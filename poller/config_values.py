@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.composer import ComposerError
-from yaml.constructor import ConstructorError
+from yaml.composer import Composer, ComposerError
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 # A config for a few thousand devices is well under 1 MiB; 4 MiB leaves room for big inventories
 # while bounding the memory and the time (the pure-Python YAML parser reads ~1 MiB/s) a mistaken
@@ -144,80 +148,8 @@ def decode_config(data: bytes) -> str:
         ) from None
 
 
-class _LimitedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with limits on nesting and alias expansion, and duplicate keys
-    recorded (PyYAML silently keeps the last one)."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.duplicates: list[str] = []
-        self._weights: dict[int, int] = {}  # id(node) -> node count once aliases are expanded
-        self._open_anchors: set[str] = set()
-        self._aliased = 0
-        self._path: list[str] = []
-
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
-        mark: Any = event.start_mark
-        if isinstance(event, yaml.AliasEvent):
-            node = self.anchors.get(event.anchor)  # an unknown alias is PyYAML's error
-            if event.anchor in self._open_anchors:
-                raise ComposerError(
-                    None,
-                    None,
-                    f"alias *{event.anchor} is used inside the node it names "
-                    "(a recursive structure)",
-                    mark,
-                )
-            if node is not None:
-                self._aliased += self._weights.get(id(node), 1)
-                if self._aliased > MAX_ALIAS_NODES:
-                    raise ComposerError(
-                        None,
-                        None,
-                        f"aliases (*name) expand to more than {MAX_ALIAS_NODES} values; "
-                        "the file is too repetitive to be a configuration",
-                        mark,
-                    )
-            return super().compose_node(parent, index)
-        if len(self._path) >= MAX_YAML_DEPTH:
-            raise ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", mark)
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None:
-            self._open_anchors.add(anchor)
-        self._path.append(_path_part(parent, index))
-        try:
-            composed = super().compose_node(parent, index)
-        finally:
-            self._path.pop()
-            self._open_anchors.discard(anchor)
-        if isinstance(composed, SequenceNode):
-            weight = 1 + sum(self._weights.get(id(n), 1) for n in composed.value)
-        elif isinstance(composed, MappingNode):
-            weight = 1 + sum(
-                self._weights.get(id(k), 1) + self._weights.get(id(v), 1) for k, v in composed.value
-            )
-        else:
-            weight = 1
-        self._weights[id(composed)] = weight
-        return composed
-
-    def compose_mapping_node(self, anchor: Any) -> MappingNode:
-        node: MappingNode = super().compose_mapping_node(anchor)
-        seen: dict[tuple[str, str], int] = {}
-        for key, _ in node.value:
-            if not isinstance(key, ScalarNode) or key.tag == _MERGE_TAG:
-                continue  # `<<: *base` merges on purpose; its keys may be overridden
-            line = key.start_mark.line + 1
-            first = seen.get((key.tag, key.value))
-            if first is None:
-                seen[(key.tag, key.value)] = line
-                continue
-            where = _join_path([*self._path[1:], str(key.value)])
-            self.duplicates.append(
-                f"{where}: duplicate key on line {line} (first on line {first}); give each key once"
-            )
-        return node
+class _CheckedConstructor(SafeConstructor):
+    """PyYAML's safe constructor, with every value error reported as a YAML error."""
 
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
@@ -229,12 +161,45 @@ class _LimitedLoader(yaml.SafeLoader):
             ) from None
 
 
-def _path_part(parent: Node | None, index: Any) -> str:
-    if isinstance(parent, SequenceNode) and isinstance(index, int):
-        return f"[{index}]"
-    if isinstance(parent, MappingNode) and isinstance(index, ScalarNode):
-        return str(index.value)
-    return "?"  # a mapping key, or the document root
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _Loader(CParser, _CheckedConstructor, Resolver):
+        """libyaml scans, parses and composes (several times faster than PyYAML's Python
+        code; an alias is a reference to the node it names, never a copy)."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _CheckedConstructor.__init__(self)
+            Resolver.__init__(self)
+
+else:  # pragma: no cover - PyYAML built without libyaml
+
+    class _Loader(  # type: ignore[no-redef]
+        Reader, Scanner, Parser, Composer, _CheckedConstructor, Resolver
+    ):
+        """PyYAML's pure-Python loader."""
+
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+            Composer.__init__(self)
+            _CheckedConstructor.__init__(self)
+            Resolver.__init__(self)
+
+
+def _children(node: Node) -> list[tuple[Node, str]]:
+    """A node's children, each with the key-path step that leads to it."""
+    if isinstance(node, SequenceNode):
+        return [(item, f"[{i}]") for i, item in enumerate(node.value)]
+    if isinstance(node, MappingNode):
+        out: list[tuple[Node, str]] = []
+        for key, value in node.value:
+            out.append((key, "?"))
+            out.append((value, str(key.value) if isinstance(key, ScalarNode) else "?"))
+        return out
+    return []
 
 
 def _join_path(parts: list[str]) -> str:
@@ -244,19 +209,100 @@ def _join_path(parts: list[str]) -> str:
     return text or "(top level)"
 
 
+def _duplicate_keys(node: MappingNode, path: list[str]) -> list[str]:
+    problems = []
+    seen: dict[tuple[str, str], int] = {}
+    for key, _ in node.value:
+        if not isinstance(key, ScalarNode) or key.tag == _MERGE_TAG:
+            continue  # `<<: *base` merges on purpose; its keys may be overridden
+        line = key.start_mark.line + 1
+        first = seen.get((key.tag, key.value))
+        if first is None:
+            seen[(key.tag, key.value)] = line
+            continue
+        problems.append(
+            f"{_join_path([*path, str(key.value)])}: duplicate key on line {line} "
+            f"(first on line {first}); give each key once"
+        )
+    return problems
+
+
+def _check_nodes(root: Node) -> list[str]:
+    """Walk the composed document once, without expanding aliases: refuse deep nesting,
+    recursive aliases and alias expansion past the budget; return duplicate-key problems.
+
+    Iterative, so that no nesting depth can exhaust Python's stack."""
+    duplicates: list[str] = []
+    weights: dict[int, int] = {}  # id(node) -> node count with aliases expanded
+    on_path: set[int] = {id(root)}
+    aliased = 0
+    root_children = _children(root)
+    stack = [(root, root_children, iter(root_children))]
+    path: list[str] = []  # key-path steps of stack[1:]
+    if isinstance(root, MappingNode):
+        duplicates.extend(_duplicate_keys(root, path))
+    while stack:
+        node, children, pending = stack[-1]
+        step = next(pending, None)
+        if step is None:
+            stack.pop()
+            if path:
+                path.pop()
+            on_path.discard(id(node))
+            weights[id(node)] = 1 + sum(weights[id(child)] for child, _ in children)
+            continue
+        child, part = step
+        mark: Any = child.start_mark
+        if id(child) in on_path:
+            raise ComposerError(
+                None,
+                None,
+                "an alias is used inside the node it names (a recursive structure)",
+                node.start_mark,
+            )
+        if id(child) in weights:  # seen before: this is an alias
+            aliased += weights[id(child)]
+            if aliased > MAX_ALIAS_NODES:
+                raise ComposerError(
+                    None,
+                    None,
+                    f"aliases (*name) expand to more than {MAX_ALIAS_NODES} values; "
+                    "the file is too repetitive to be a configuration",
+                    node.start_mark,
+                )
+            continue
+        if len(stack) > MAX_YAML_DEPTH:
+            raise ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", mark)
+        on_path.add(id(child))
+        path.append(part)
+        grandchildren = _children(child)
+        stack.append((child, grandchildren, iter(grandchildren)))
+        if isinstance(child, MappingNode):
+            duplicates.extend(_duplicate_keys(child, path))
+    return duplicates
+
+
 def load_yaml(text: str) -> tuple[Any, list[str]]:
     """Parse one YAML document within the limits above; return the data and the duplicate-key
     problems. Raises yaml.YAMLError (with a position where PyYAML knows one)."""
-    loader = _LimitedLoader(text)
     try:
-        data = loader.get_single_data()
-    except RecursionError:
+        loader = _Loader(text)
+    except UnicodeEncodeError as exc:  # a lone surrogate, only possible in text from Python
+        raise yaml.reader.ReaderError(
+            "<text>", exc.start, ord(text[exc.start]), "utf-8", "not a character"
+        ) from None
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, []
+        duplicates = _check_nodes(root)
+        return loader.construct_document(root), duplicates
+    except RecursionError:  # only without libyaml, whose parser stops at 1000 levels
         raise ComposerError(
             None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", None
         ) from None
     finally:
         loader.dispose()
-    return data, loader.duplicates
 
 
 def yaml_error_message(exc: yaml.YAMLError, text: str) -> str:
@@ -265,13 +311,18 @@ def yaml_error_message(exc: yaml.YAMLError, text: str) -> str:
         where = _line_col(text, exc.position) if isinstance(exc.position, int) else ""
         char = exc.character
         code = f"U+{char:04X}" if isinstance(char, int) else repr(char)
-        return f"{where}: character {code} is not allowed in YAML (a control character)"
+        return f"{where}: character {code} is not allowed in YAML"
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    context = getattr(exc, "context", None)
     problem = getattr(exc, "problem", None) or "invalid YAML"
-    message = f"{context}: {problem}" if context and problem != "invalid YAML" else problem
-    return f"{where}: {message}" if where else message
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark is not mark:
+        # e.g. "while parsing a flow sequence at line 3, did not find expected ',' or ']'"
+        problem = f"{context} at line {context_mark.line + 1}, {problem}"
+    elif context:
+        problem = f"{context}: {problem}"
+    return f"{where}: {problem}" if where else problem
 
 
 def expand_env(node: Any, path: str, problems: list[str]) -> Any:
