@@ -266,6 +266,11 @@ class Settings(_Strict):
     """Process-wide settings and per-target defaults."""
 
     listen_address: str = "0.0.0.0:9730"
+    # UDP address of the SNMP notification receiver (poller.notifications): a trap or inform
+    # from a target re-polls it at once. None or "" turns the receiver off.
+    notification_address: Annotated[
+        str | None, AfterValidator(lambda a: a and (parse_listen_address(a, 9162), a)[1])
+    ] = "0.0.0.0:9162"
     interval: Interval = 30.0
     timeout: Timeout | None = None  # default: 0.8 x interval
     retries: int = Field(default=1, ge=0, le=10)

@@ -26,6 +26,8 @@ CLOSE_TIMEOUT = 3.0
 # How long a poll that missed its deadline gets to honour its cancellation before it is
 # left behind (still counted as in flight, so no second poll starts beside it).
 CANCEL_GRACE = 0.5
+# At most one extra poll (poll_soon, e.g. on an SNMP notification) per target this often.
+EXTRA_POLL_GAP = 2.0
 # Exceptions that mean "the process is ending": never turned into a poll result.
 _FATAL = (KeyboardInterrupt, SystemExit)
 
@@ -78,6 +80,9 @@ class TargetRunner:
         self._down_reason = ""
         self._inflight: asyncio.Task[DeviceData] | None = None
         self.stopping = False
+        # Set by poll_soon(): ends the run loop's sleep early.
+        self._wake = asyncio.Event()
+        self._last_extra: float | None = None
 
     def inherit(self, previous: TargetRunner) -> None:
         """Continue the up/down bookkeeping of the runner this one replaces."""
@@ -102,7 +107,7 @@ class TargetRunner:
         loop, short of cancellation by the scheduler and KeyboardInterrupt/SystemExit."""
         if first_delay is None:
             first_delay = random.uniform(0, min(self.spec.interval, START_SPREAD))
-        await asyncio.sleep(first_delay)
+        await self._sleep_until(time.monotonic() + first_delay)
         while not self.stopping:
             started = time.monotonic()
             try:
@@ -115,7 +120,33 @@ class TargetRunner:
                 self.record_internal("a poll was cancelled from outside the scheduler")
             except BaseException:  # noqa: BLE001 - a bug in bookkeeping must not end polling
                 self.record_internal("unexpected error after a poll", exc_info=True)
-            await asyncio.sleep(max(0.0, started + self.next_delay() - time.monotonic()))
+            await self._sleep_until(started + self.next_delay())
+
+    def poll_soon(self) -> bool:
+        """Poll now instead of at the next scheduled time (the device sent a notification);
+        the poll in flight, if any, finishes first. At most one such extra poll per
+        EXTRA_POLL_GAP seconds: False when this request was dropped for that reason."""
+        now = time.monotonic()
+        if self.stopping or (
+            self._last_extra is not None and now - self._last_extra < EXTRA_POLL_GAP
+        ):
+            return False
+        self._last_extra = now
+        self._wake.set()
+        return True
+
+    async def _sleep_until(self, deadline: float) -> None:
+        """Sleep until the monotonic deadline, or less when poll_soon() is called."""
+        delay = deadline - time.monotonic()
+        if delay > 0 and not self._wake.is_set():
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(0)  # always give the other targets a turn
+        self._wake.clear()
 
     async def _poll_driver(self) -> DeviceData:
         """The driver's poll in a task of its own, under the outer deadline.
@@ -255,6 +286,10 @@ class Scheduler:
     def runners(self) -> dict[str, TargetRunner]:
         """The running target runners by target name."""
         return dict(self._runners)
+
+    def runner(self, name: str) -> TargetRunner | None:
+        """The running runner of one target, None when no such target is polled."""
+        return self._runners.get(name)
 
     def _runner(self, config: Config, target: Target) -> TargetRunner:
         spec = PollSpec.from_config(config, target)
