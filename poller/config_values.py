@@ -154,8 +154,11 @@ class _CheckedConstructor(SafeConstructor):
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as exc:
-            # e.g. a date such as 2024-02-30, or `!!int abc`: PyYAML lets these escape raw.
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - PyYAML's constructors let the data's faults
+            # escape as whatever they hit: a date such as 2024-02-30 (ValueError), `!!int abc`
+            # (ValueError), `!!timestamp` on a non-date (AttributeError), ...
             raise ConstructorError(
                 None, None, f"cannot read value {str(node.value)[:40]!r}: {exc}", node.start_mark
             ) from None

@@ -378,6 +378,8 @@ def make_handler(
 
     class Handler(BaseHTTPRequestHandler):
         server_version = f"hwpoller/{__version__}"
+        # Answer a malformed request line with a status line too, never as HTTP/0.9 would.
+        default_request_version = "HTTP/1.0"
         # A client that connects and then sends nothing (or trickles) gives up its thread.
         timeout = REQUEST_TIMEOUT
 

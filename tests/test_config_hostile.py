@@ -19,6 +19,8 @@ from poller.config import Config, load_config, parse_config
 from poller.config_values import MAX_ALIAS_NODES, MAX_CONFIG_BYTES, MAX_SECRET_FILE_BYTES
 from poller.errors import ConfigError
 
+pytestmark = pytest.mark.fault  # hostile input
+
 AUTH = "auths:\n  a: {protocol: snmp, community: c}\n"
 TARGET = "targets:\n  - {name: t, address: h, protocol: snmp, auth: a}\n"
 
@@ -113,6 +115,10 @@ def test_file_size_is_capped(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             "line 65, column 65: nested more than 64 levels deep",
         ),
         (b"settings: {interval: 2024-02-30}\n", "cannot read value '2024-02-30'"),
+        (
+            b"settings: {interval: !!timestamp soon}\n",
+            "line 1, column 22: cannot read value 'soon'",
+        ),
         (b"settings: !!python/object:os.system {}\n", "could not determine a constructor"),
         (b"targets: [1\n", "line 2, column 1"),
     ],
