@@ -24,15 +24,21 @@ class FakeTransport:
         self.failing = failing or {}
         self.gets: list[list[str]] = []
         self.walks: list[str] = []
+        self.bulks: dict[str, int | None] = {}
 
     async def get_many(self, oids: Sequence[str]) -> dict[str, RawValue]:
         self.gets.append(list(oids))
         return {o: self.values[o] for o in oids if o in self.values}
 
     async def walk(
-        self, oid: str, stop: str | None = None, columns: int = 1
+        self,
+        oid: str,
+        stop: str | None = None,
+        columns: int = 1,
+        max_repetitions: int | None = None,
     ) -> list[tuple[str, RawValue]]:
         self.walks.append(oid)
+        self.bulks[oid] = max_repetitions
         for prefix, exc in self.failing.items():
             if oid.startswith(prefix):
                 raise exc
@@ -149,3 +155,30 @@ def test_walk_plan_adapts_to_table_size() -> None:
     asyncio.run(drv.poll())
     assert f"{entry}.2" in fake.walks
     assert entry not in fake.walks
+    # 59 rows: the column walk asks for all of them at once, within the cap.
+    assert fake.bulks[f"{entry}.2"] == 50
+
+
+def test_getbulk_is_sized_from_last_poll_rows() -> None:
+    fake = FakeTransport(dict(UPS))
+    drv = driver(fake, profile="rfc1628-ups")
+    asyncio.run(drv.poll())
+    entry = "1.3.6.1.2.1.33.1.4.4.1"
+    assert fake.bulks[entry] == 10  # never seen: the target's max_repetitions
+    asyncio.run(drv.poll())
+    # One row, walked up to column 5: 5 varbinds and one to see the end, in one request.
+    assert fake.bulks[entry] == 6
+
+
+def test_configured_max_repetitions_is_a_cap() -> None:
+    values = dict(UPS)
+    entry = "1.3.6.1.2.1.33.1.4.4.1"
+    for index in range(2, 60):
+        values[f"{entry}.2.{index}"] = 230
+    fake = FakeTransport(values)
+    config = snmp_config(161, "c", profile="rfc1628-ups", max_repetitions=5)
+    spec = PollSpec.from_config(config, config.targets[0])
+    drv = SnmpDriver(spec, DriverContext(load_profiles(), 4, 1), fake)
+    for _ in range(3):
+        asyncio.run(drv.poll())
+    assert max(b for b in fake.bulks.values() if b is not None) <= 5

@@ -39,6 +39,9 @@ class PollSpec:
     retries: int
     max_repetitions: int
     ipmi: IpmiOptions
+    # Whether max_repetitions was set for the target or in settings (a limit to keep to,
+    # for fragile cards) rather than the default starting size.
+    max_repetitions_fixed: bool = False
 
     @classmethod
     def from_config(cls, config: Config, target: Target) -> PollSpec:
@@ -56,6 +59,8 @@ class PollSpec:
             retries=config.retries_for(target),
             max_repetitions=config.max_repetitions_for(target),
             ipmi=target.ipmi,
+            max_repetitions_fixed=target.max_repetitions is not None
+            or "max_repetitions" in config.settings.model_fields_set,
         )
 
 

@@ -7,6 +7,7 @@ import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from gufo.snmp import (
@@ -53,6 +54,10 @@ GET_CHUNK = 16
 # table; the limit is per table row, so a walk of C columns may return C times as many
 # varbinds (a 10,000-row ENTITY-SENSOR table with 6 needed columns is 60,000).
 MAX_TABLE_ROWS = 50_000
+# Largest GETBULK sized from a table's rows at the last poll, unless the target fixes its own
+# max_repetitions: ~50 varbinds of a sensor table stay well inside a 1,472-byte datagram
+# for short values, and agents shorten a GETBULK answer that would not fit (RFC 3416 4.2.3).
+BULK_CAP = 50
 # SNMPv3 engine time must be refreshed when the session has been idle this long (RFC 3414
 # allows 150 s of drift).
 V3_REFRESH_AFTER = 120.0
@@ -81,10 +86,15 @@ class SnmpTransport(Protocol):
         ...
 
     async def walk(
-        self, oid: str, stop: str | None = None, columns: int = 1
+        self,
+        oid: str,
+        stop: str | None = None,
+        columns: int = 1,
+        max_repetitions: int | None = None,
     ) -> list[tuple[str, RawValue]]:
         """Every (oid, value) below `oid` in agent order, ending before `stop` if given;
-        `columns` is how many table columns the range spans (for the row limit)."""
+        `columns` is how many table columns the range spans (for the row limit) and
+        `max_repetitions` the GETBULK size to use (None: the target's)."""
         ...
 
     def close(self) -> None:
@@ -249,25 +259,49 @@ class GufoTransport:
         return out
 
     async def walk(
-        self, oid: str, stop: str | None = None, columns: int = 1
+        self,
+        oid: str,
+        stop: str | None = None,
+        columns: int = 1,
+        max_repetitions: int | None = None,
     ) -> list[tuple[str, RawValue]]:
         """GETBULK (GETNEXT on v1) below `oid`, ending before `stop`; guards against agents
         that loop, and against tables of more than MAX_TABLE_ROWS rows of `columns`."""
         session = await self._ensure_session()
-        stop_key = oid_key(stop) if stop else None
         limit = MAX_TABLE_ROWS * max(1, columns)
+        # Walking a table entry up to column N: the column number is the first arc after
+        # the entry, so one int() per row decides where to stop (no tuple of every arc).
+        stop_column: int | None = None
+        stop_key: tuple[int, ...] | None = None
+        if stop is not None:
+            parent, _, last = stop.rpartition(".")
+            if parent == oid:
+                stop_column = int(last)
+            else:
+                stop_key = oid_key(stop)
+        cut = len(oid) + 1
+        bulk = max_repetitions or self._max_repetitions
 
         async def run() -> list[tuple[str, RawValue]]:
             rows: list[tuple[str, RawValue]] = []
-            last: tuple[int, ...] = ()
-            it = session.getnext(oid) if self._auth.version == "1" else session.getbulk(oid)
+            seen: set[str] = set()
+            it = (
+                session.getnext(oid)
+                if self._auth.version == "1"
+                else session.getbulk(oid, max_repetitions=bulk)
+            )
             async for row_oid, value in it:
-                key = oid_key(row_oid)
-                if stop_key is not None and key >= stop_key:
+                if stop_column is not None:
+                    if int(row_oid[cut:].partition(".")[0]) >= stop_column:
+                        break
+                elif stop_key is not None and oid_key(row_oid) >= stop_key:
                     break
-                if key <= last:
-                    raise ProtocolError(f"agent returned OIDs out of order at {row_oid}")
-                last = key
+                # An agent whose walk does not advance answers an OID it already gave.
+                if row_oid in seen:
+                    raise ProtocolError(
+                        f"agent returned {row_oid} twice: the walk does not advance"
+                    )
+                seen.add(row_oid)
                 rows.append((row_oid, value))
                 if len(rows) > limit:
                     raise ProtocolError(f"table {oid} has more than {MAX_TABLE_ROWS} rows")
@@ -338,6 +372,14 @@ class SnmpDriver:
         self._rows: dict[str, int] = {}
         # PDUs the last detection cost (reported by `probe` and the benchmarks).
         self.detection_requests = 0
+        self._plan: _Plan | None = None
+        # Largest GETBULK a walk sized from last poll's rows may ask for: the target's own
+        # max_repetitions when it sets one (fragile cards), otherwise BULK_CAP.
+        self._bulk_cap = (
+            spec.max_repetitions
+            if spec.max_repetitions_fixed
+            else max(spec.max_repetitions, BULK_CAP)
+        )
 
     @property
     def profile(self) -> Profile | None:
@@ -391,11 +433,12 @@ class SnmpDriver:
         """Read the device once and normalise it through every applied profile."""
         if self._applied is None:
             self._applied = await self.detect()
+            self._plan = None
         applied = self._applied
-        scalars: set[str] = set()
-        for profile in applied:
-            scalars.update(profile.scalar_oids)
-        oids = sorted(scalars, key=oid_key)
+        if self._plan is None:
+            self._plan = _Plan.of(applied)
+        plan = self._plan
+        oids = list(plan.scalars)
         detected = self._spec.profile is None
         if detected:
             oids.append(SYS_OBJECT_ID)  # one extra varbind tells us if the device was swapped
@@ -405,29 +448,22 @@ class SnmpDriver:
             if now != self._sys_object_id:
                 self._applied = None  # re-detect on the next poll
         timeouts = 0
-        for oid, stop, columns in self._plan_walks(applied):
+        for walk in self._plan_walks(plan):
             try:
-                span = int(stop.rpartition(".")[2]) - 1 if stop else 1
-                rows = await self._transport.walk(oid, stop, span)
+                rows = await self._transport.walk(walk.oid, walk.stop, walk.span, walk.bulk)
             except DeviceTimeoutError as exc:
                 # One slow table is a partial result; two in a row means the device is gone.
                 timeouts += 1
                 if timeouts >= 2:
                     raise
-                fetched.failed.update(dict.fromkeys(columns, f"walk {oid}: {exc}"))
+                fetched.failed.update(dict.fromkeys(walk.columns, f"walk {walk.oid}: {exc}"))
                 continue
             except DeviceError as exc:
                 # A table the agent cannot serve costs only the readings that need it.
-                fetched.failed.update(dict.fromkeys(columns, f"walk {oid}: {exc}"))
+                fetched.failed.update(dict.fromkeys(walk.columns, f"walk {walk.oid}: {exc}"))
                 continue
             timeouts = 0
-            for column in columns:
-                prefix = column + "."
-                fetched.columns[column] = {
-                    o[len(prefix) :]: v for o, v in rows if o.startswith(prefix)
-                }
-            entry = columns[0].rpartition(".")[0]
-            self._rows[entry] = max(len(fetched.columns[c]) for c in columns)
+            self._rows[walk.entry] = _distribute(walk, rows, fetched.columns)
         version = {"1": "snmpv1", "2c": "snmpv2c", "3": "snmpv3"}[self._auth.version]
         parts = [
             Contribution(
@@ -440,30 +476,37 @@ class SnmpDriver:
         ]
         return merge(parts, protocol=version)
 
-    def _plan_walks(self, applied: Sequence[Profile]) -> list[tuple[str, str | None, list[str]]]:
-        """(oid to walk, stop before, column OIDs it yields) for every table a profile reads.
+    def _plan_walks(self, plan: _Plan) -> list[_Walk]:
+        """How to read every table the applied profiles need, given last poll's rows.
 
         Round trips dominate the cost (an APC card answers in ~300 ms), so each table is read
         the cheaper way given the rows it had last time: one walk per needed column, or one
-        walk of the whole entry up to the last needed column. A wide table with many rows and
-        few needed columns is walked by column; a short one, by entry.
+        walk of the whole entry up to the last needed column; and each GETBULK asks for as
+        many repetitions as last poll's rows need (up to the cap), so a small table costs
+        one request. A wide table with many rows and few needed columns is walked by
+        column; a short one, by entry. Unknown tables start at the target's max_repetitions.
         """
-        by_entry: dict[str, list[str]] = {}
-        needed = sorted({c for p in applied for c in p.column_oids}, key=oid_key)
-        for column in needed:
-            by_entry.setdefault(column.rpartition(".")[0], []).append(column)
-        plan: list[tuple[str, str | None, list[str]]] = []
-        per_request = self._spec.max_repetitions
-        for entry, columns in by_entry.items():
-            rows = self._rows.get(entry, 1)
-            last = max(int(c.rpartition(".")[2]) for c in columns)
-            by_column = len(columns) * (rows // per_request + 1)
-            whole = (rows * last) // per_request + 1
+        out: list[_Walk] = []
+        cap = self._bulk_cap
+        for entry, columns, last in plan.tables:
+            known = self._rows.get(entry)
+            rows = 1 if known is None else known
+            by_column = len(columns) * (rows // cap + 1)
+            whole = (rows * last) // cap + 1
             if len(columns) > 1 and whole < by_column:
-                plan.append((entry, f"{entry}.{last + 1}", columns))
+                bulk = self._bulk(known, rows * last + 1)
+                out.append(_Walk(entry, entry, f"{entry}.{last + 1}", last, columns, bulk))
             else:
-                plan.extend((c, None, [c]) for c in columns)
-        return plan
+                bulk = self._bulk(known, rows + 1)
+                out.extend(_Walk(entry, c, None, 1, (c,), bulk) for c in columns)
+        return out
+
+    def _bulk(self, known_rows: int | None, needed: int) -> int:
+        """GETBULK size: what last poll's rows need, within [1, cap]; the target's
+        max_repetitions for a table never seen."""
+        if known_rows is None:
+            return self._spec.max_repetitions
+        return max(1, min(needed, self._bulk_cap))
 
     async def close(self) -> None:
         """Close the transport's socket."""
@@ -476,3 +519,60 @@ def _present(profile: Profile, present: set[str]) -> bool:
     if not match.has_presence:
         return True
     return any(o in present for o in (*match.oid_exists, *match.subtree))
+
+
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """One walk of a poll: `oid` (an entry or a column) up to `stop`, yielding `columns`."""
+
+    entry: str
+    oid: str
+    stop: str | None
+    span: int  # table columns the range covers (row limit)
+    columns: tuple[str, ...]
+    bulk: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the applied profiles need each poll, computed once per detection."""
+
+    scalars: tuple[str, ...]
+    # (entry OID, needed column OIDs, last needed column number), in OID order
+    tables: tuple[tuple[str, tuple[str, ...], int], ...]
+
+    @classmethod
+    def of(cls, applied: Sequence[Profile]) -> _Plan:
+        """Union of every applied profile's scalars and columns, each fetched once."""
+        scalars = sorted({o for p in applied for o in p.scalar_oids}, key=oid_key)
+        by_entry: dict[str, list[str]] = {}
+        for column in sorted({c for p in applied for c in p.column_oids}, key=oid_key):
+            by_entry.setdefault(column.rpartition(".")[0], []).append(column)
+        tables = tuple(
+            (entry, tuple(cols), max(int(c.rpartition(".")[2]) for c in cols))
+            for entry, cols in by_entry.items()
+        )
+        return cls(tuple(scalars), tables)
+
+
+def _distribute(
+    walk: _Walk, rows: list[tuple[str, RawValue]], out: dict[str, dict[str, RawValue]]
+) -> int:
+    """File a walk's varbinds under their column OIDs by row index, in one pass; return the
+    number of rows (the most any needed column had)."""
+    wanted = {c: out.setdefault(c, {}) for c in walk.columns}
+    if walk.stop is None:
+        column = walk.columns[0]
+        cut = len(column) + 1
+        target = wanted[column]
+        for oid, value in rows:
+            target[oid[cut:]] = value
+    else:
+        cut = len(walk.entry) + 1
+        by_number = {c.rpartition(".")[2]: d for c, d in wanted.items()}
+        for oid, value in rows:
+            number, _, index = oid[cut:].partition(".")
+            got = by_number.get(number)
+            if got is not None:
+                got[index] = value
+    return max((len(v) for v in wanted.values()), default=0)
