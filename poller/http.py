@@ -31,7 +31,12 @@ import bcrypt
 import yaml
 
 from poller import __version__
-from poller.config_values import decode_config, load_yaml, parse_listen_address
+from poller.config_values import (
+    MAX_CONFIG_BYTES,
+    decode_config,
+    load_yaml,
+    parse_listen_address,
+)
 from poller.errors import ConfigError
 from poller.store import Store, TargetView
 
@@ -91,7 +96,7 @@ class WebConfig:
         """Parse a web config file; ConfigError names the key at fault."""
         try:
             with Path(path).open("rb") as handle:
-                text = decode_config(handle.read(1024 * 1024 + 1))
+                text = decode_config(handle.read(MAX_CONFIG_BYTES + 1))
             raw, problems = load_yaml(text)
         except OSError as exc:
             raise ConfigError([f"{path}: cannot read web config: {exc.strerror}"]) from None

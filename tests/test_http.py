@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import re
 import ssl
 import subprocess
 import urllib.error
@@ -131,12 +132,27 @@ def test_tls(store: Store, tmp_path: Path) -> None:
         ("tls_server_config:\n  cert_file: a.pem\n", "give both cert_file and key_file"),
         ("basic_auth_users:\n  u: plaintext\n", "expected a bcrypt hash"),
         ("http_server_config: {}\n", "http_server_config: unknown key"),
+        ("tls_server_config: cert.pem\n", "tls_server_config: must be a mapping"),
+        ("tls_server_config: {cert_file: [a], key_file: b}\n", "cert_file: must be a file path"),
+        ("basic_auth_users: [prometheus]\n", "basic_auth_users: must be a mapping"),
+        ("basic_auth_users:\n  u: '$2b$10$short'\n", "basic_auth_users.u: expected a bcrypt"),
+        ("basic_auth_users:\n  u: '$2b$31$" + "a" * 53 + "'\n", "bcrypt cost 31 makes every"),
+        ("basic_auth_users:\n  u: 1\n  u: 2\n", "basic_auth_users.u: duplicate key"),
+        (
+            "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+            + "".join(
+                f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+                for p, c in zip("abcde", "bcdef", strict=True)
+            ),
+            "aliases (*name) expand to more than",
+        ),
+        ("[" * 5000, "nesting depth"),
     ],
 )
 def test_web_config_errors(tmp_path: Path, text: str, message: str) -> None:
     cfg = tmp_path / "web.yml"
     cfg.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         WebConfig.load(str(cfg))
 
 
@@ -153,3 +169,35 @@ def test_silent_client_is_dropped(store: Store, monkeypatch: pytest.MonkeyPatch)
             assert idle.recv(1) == b""
         # The server still answers others.
         assert get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+
+
+def test_web_config_binary_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "web.yml"
+    cfg.write_bytes(b"\x00\x01\x02binary")
+    with pytest.raises(ConfigError, match="contains a NUL byte"):
+        WebConfig.load(str(cfg))
+
+
+def test_unusable_tls_files_are_one_clear_error(store: Store, tmp_path: Path) -> None:
+    missing = WebConfig(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    with pytest.raises(OSError, match=r"cannot load the TLS certificate .*cert.pem"):
+        HttpServer(f"127.0.0.1:{free_tcp_port()}", store, exposition, missing)
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    (tmp_path / "key.pem").write_text("not a key")
+    with pytest.raises(OSError, match=r"cannot load the TLS certificate"):
+        HttpServer(f"127.0.0.1:{free_tcp_port()}", store, exposition, missing)
+
+
+@pytest.mark.parametrize("address", ["no such host!:80", "127.0.0.1:0", "[::1"])
+def test_bad_listen_address_is_an_os_error(store: Store, address: str) -> None:
+    with pytest.raises(OSError, match=f"cannot listen on {re.escape(address)}: "):
+        HttpServer(address, store, exposition)
+
+
+def test_ipv6_listen_address(store: Store) -> None:
+    server = HttpServer(f"[::1]:{free_tcp_port()}", store, exposition)
+    server.start()
+    try:
+        assert get(f"http://[::1]:{server.port}/healthz")[0] == 200
+    finally:
+        server.stop()
