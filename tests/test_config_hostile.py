@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -341,23 +339,19 @@ def test_secret_files_are_bounded(tmp_path: Path) -> None:
     assert "canary" not in "\n".join(problems)
 
 
-def test_run_reports_a_port_in_use_in_one_line(tmp_path: Path) -> None:
+def test_run_reports_a_port_in_use_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         cfg = tmp_path / "hw.yml"
         cfg.write_text(f"settings:\n  listen_address: 127.0.0.1:{port}\n")
-        proc = subprocess.run(
-            [sys.executable, "-m", "poller", "run", "--config.file", str(cfg)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
+        assert main(["run", "--config.file", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
         f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
 
