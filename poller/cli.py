@@ -19,7 +19,6 @@ from poller.config import Config, check_profiles, load_config, parse_config
 from poller.config_values import parse_listen_address
 from poller.drivers import DriverContext, PollSpec, driver_for
 from poller.errors import ConfigError, DeviceError, ProfileError
-from poller.exporter import exposition
 from poller.http import HttpServer, WebConfig
 from poller.model import PollResult
 from poller.profiles import ProfileSet, load_profiles
@@ -89,8 +88,13 @@ async def serve(config_path: str, listen: str | None, web: WebConfig) -> int:
     scheduler = Scheduler(config, profiles, store)
     address = listen or config.settings.listen_address
     # Bound before polling starts: a port in use is reported (one line, exit 1) by main().
-    server = HttpServer(address, store, exposition, web)
+    # Imported here: pysnmp is only needed by `run`.
+    from poller.notifications import NotificationReceiver  # noqa: PLC0415
+
+    receiver = NotificationReceiver(scheduler)
+    server = HttpServer(address, store, receiver.exposition, web)
     await scheduler.start()
+    await receiver.start(config)
     server.start()
     log.info(
         "hwpoller %s polling %d targets, serving http://%s/metrics",
@@ -107,6 +111,8 @@ async def serve(config_path: str, listen: str | None, web: WebConfig) -> int:
     async def reload() -> None:
         async with reloading:
             new_config = await reload_config(config_path, scheduler)
+            if new_config:
+                await receiver.update(new_config)
             if new_config and listen is None and new_config.settings.listen_address != address:
                 log.warning("settings.listen_address changed; it takes effect at restart")
 
@@ -124,6 +130,7 @@ async def serve(config_path: str, listen: str | None, web: WebConfig) -> int:
     await stop.wait()
     log.info("shutting down")
     server.stop()
+    receiver.stop()
     await scheduler.stop()
     return 0
 

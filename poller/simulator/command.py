@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--interval", default="10s", help="polling interval written into the config"
     )
     parser.add_argument(
+        "--notify-to",
+        default="127.0.0.1:0",
+        help="where the SNMP devices send traps when their state changes: hwpoller's "
+        "notification receiver, written into the config as settings.notification_address "
+        "(default 127.0.0.1:0: a free port on loopback; 'none': send no traps)",
+    )
+    parser.add_argument(
         "--web.listen-address",
         dest="web_listen",
         default="127.0.0.1:9730",
@@ -51,7 +58,8 @@ async def simulate(args: argparse.Namespace) -> int:
     # Imported here: the SNMP engine and crypto are not needed by other subcommands.
     from poller.simulator.room import SimulatedRoom  # noqa: PLC0415
 
-    room = SimulatedRoom(args.scenario, args.speed, args.listen_host, args.base_port)
+    notify = None if args.notify_to.lower() in ("", "none") else args.notify_to
+    room = SimulatedRoom(args.scenario, args.speed, args.listen_host, args.base_port, notify=notify)
     await room.start()
     try:
         options = {

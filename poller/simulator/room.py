@@ -22,9 +22,11 @@ import yaml
 
 from poller.simulator.ipmi_bmc import USERS, start_bmc
 from poller.simulator.model import RoomModel, Server
+from poller.simulator.notify import Notifier
 from poller.simulator.scenarios import SCENARIOS
 from poller.simulator.snmp_agent import LiveMib, SnmpAgent, bind_udp
-from poller.simulator.snmp_devices import RENDERERS
+from poller.simulator.snmp_devices import RENDERERS, UPTIME_BASE
+from poller.simulator.snmpsim import free_udp_port
 
 log = logging.getLogger("hwpoller.simulator")
 
@@ -44,6 +46,16 @@ def servers() -> list[Server]:
         Server("app-2", "B", "supermicro", inlet_offset=1.4, load=0.50),
         Server("backup-1", "B", "supermicro", inlet_offset=2.0, load=0.25),
     ]
+
+
+def _destination(address: str) -> tuple[str, int]:
+    """host:port of the notification receiver; port 0 (or none) means "pick a free one"."""
+    host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"notification address {address!r} is not host:port")
+    return host, int(port)
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,7 @@ class SimulatedRoom:
         host: str = "127.0.0.1",
         base_port: int = 0,
         seed: int = 1,
+        notify: str | None = "127.0.0.1:0",
     ) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
@@ -90,6 +103,10 @@ class SimulatedRoom:
         self.host = host
         self.base_port = base_port
         self.model = RoomModel(servers(), list(self.scenario.events), seed)
+        # Where the SNMP devices send their traps (hwpoller's notification receiver); port 0:
+        # a free port on that host, chosen at start. None: the devices send none.
+        self._notify = _destination(notify) if notify else None
+        self.notifier = Notifier(self.model, COMMUNITY, None)
         self.devices: list[Device] = []
         self._agents: list[SnmpAgent] = []
         self._transports: list[asyncio.DatagramTransport] = []
@@ -118,10 +135,14 @@ class SimulatedRoom:
     async def start(self) -> None:
         """Bind every device's port and start answering."""
         socks = self._sockets(len(self.model.servers) + len(SNMP_DEVICES))
+        if self._notify is not None:
+            host, port = self._notify
+            self.notifier.destination = (host, port or free_udp_port(host))
         for sock, (name, kind, rack) in zip(socks, SNMP_DEVICES, strict=False):
             render = functools.partial(RENDERERS[kind], self.model, name)
             agent = SnmpAgent(sock, COMMUNITY, LiveMib(render, lambda: self.model.now))
             agent.start()
+            self.notifier.watch(name, kind, agent.sock)
             self._agents.append(agent)
             self.devices.append(Device(name, "snmp", kind, rack, self.host, agent.port))
         for sock, server in zip(
@@ -148,6 +169,7 @@ class SimulatedRoom:
             self.model.advance(self.now)
             for at, what in self.model.log[fired:]:
                 log.info("scenario %s at %.0fs: %s", self.scenario.name, at, what)
+            self.notifier.check(UPTIME_BASE + self.model.now)
             await asyncio.sleep(TICK)
 
     async def stop(self) -> None:
@@ -180,8 +202,18 @@ class SimulatedRoom:
                 "labels": device.labels,
             }
             targets.append(target)
+        settings: dict[str, Any] = {"listen_address": listen, "interval": interval}
+        destination = self.notifier.destination
+        if destination is not None:
+            # With `advertise` the poller runs elsewhere (compose) and listens on every
+            # interface; the devices send to `notify` by that host's name.
+            host = "0.0.0.0" if advertise else destination[0]
+            host = f"[{host}]" if ":" in host else host
+            settings["notification_address"] = f"{host}:{destination[1]}"
+        else:
+            settings["notification_address"] = None
         return {
-            "settings": {"listen_address": listen, "interval": interval},
+            "settings": settings,
             "auths": {
                 "simulated-snmp": {"protocol": "snmp", "version": "2c", "community": COMMUNITY},
                 "simulated-bmc": {

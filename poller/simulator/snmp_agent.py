@@ -103,6 +103,11 @@ class SnmpAgent:
         self._mib = mib
         self._engine: Any = None
 
+    @property
+    def sock(self) -> socket.socket:
+        """The agent's UDP socket (notifications leave from it too)."""
+        return self._sock
+
     def start(self) -> None:
         """Register the engine's transport on the running asyncio loop."""
         snmp_engine = engine.SnmpEngine()
