@@ -33,6 +33,8 @@ class Store:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._targets: dict[str, TargetView] = {}
+        # The exporter's rendered text per target (poller.exporter owns what is in it).
+        self.exposition_cache: object | None = None
 
     def register(self, name: str, protocol: str, labels: Mapping[str, str]) -> None:
         """Add a target (or update its labels), keeping its history when it already exists."""

@@ -1,0 +1,74 @@
+"""The exposition's fast path: per-target text rendered once per poll, identical to what
+prometheus_client's own writer makes of the same samples."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from poller.exporter import StoreCollector, exposition
+from poller.model import (
+    DeviceData,
+    DeviceInfo,
+    HwType,
+    LimitType,
+    Location,
+    PollResult,
+    PowerSource,
+    Quantity,
+    Reading,
+    State,
+)
+from poller.store import Store
+
+
+def _data(value: float, sensor: str = 'probe "1"\\rack\nB') -> DeviceData:
+    readings = (
+        Reading(Quantity.TEMPERATURE, sensor, value, Location.INLET),
+        Reading(Quantity.TEMPERATURE, sensor, 40.0, Location.INLET, LimitType.HIGH_CRITICAL),
+        Reading(Quantity.STATUS, sensor, state=State.DEGRADED, hw_type=HwType.TEMPERATURE),
+        Reading(Quantity.UPS_POWER_SOURCE, "output", state=PowerSource.BATTERY),
+        Reading(Quantity.BATTERY_TIME_LEFT, "battery", 1.7e9),
+    )
+    return DeviceData(DeviceInfo("v", "m", "f", "p"), readings, sources=(("p", 5),))
+
+
+def _store() -> Store:
+    store = Store()
+    for name in ("b-dev", "a-dev", "never-polled"):
+        store.register(name, "snmp", {"site": "s", "rack": "A"})
+    store.record(PollResult("a-dev", "snmp", True, 0.5, 1_700_000_000.0, _data(21.5)))
+    store.record(PollResult("b-dev", "snmp", False, 2.0, 1_700_000_001.0, reason="timeout"))
+    return store
+
+
+def _reference(store: Store) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store))
+    return generate_latest(registry)
+
+
+def test_fast_text_is_what_prometheus_client_writes() -> None:
+    store = _store()
+    assert exposition(store) == _reference(store)
+
+
+def test_new_poll_result_is_rendered_and_old_text_reused() -> None:
+    store = _store()
+    first = exposition(store)
+    assert b'sensor="probe \\"1\\"\\\\rack\\nB"' in first  # escaped like prometheus_client
+    assert exposition(store) == first
+    store.record(PollResult("a-dev", "snmp", True, 0.5, 1_700_000_030.0, _data(23.0)))
+    second = exposition(store)
+    assert b"} 23.0\n" in second and b"} 21.5\n" not in second
+    assert second == _reference(store)
+    store.retain({"b-dev"})
+    assert b'device="a-dev"' not in exposition(store)
+
+
+def test_not_yet_polled_target_is_not_down() -> None:
+    text = exposition(_store()).decode()
+    up = [line for line in text.splitlines() if line.startswith("hwpoller_up{")]
+    assert any('device="b-dev"' in line and line.endswith(" 0.0") for line in up)
+    assert not any('device="never-polled"' in line for line in up)
+    # Its other health series exist from start-up.
+    assert 'hwpoller_last_success_timestamp_seconds{device="never-polled"' in text
