@@ -24,10 +24,15 @@ from typing import Any
 
 import yaml
 
+from poller.config import Config
+from poller.drivers import DriverContext, PollSpec
+from poller.drivers.snmp import SnmpDriver
 from poller.model import PollResult, Quantity, Reading
 from poller.profiles import ProfileSet, load_profiles
+from poller.scheduler import TargetRunner
 from poller.simulator.snmpsim import SnmpSim
-from tests.util import golden_exposition, poll_once, snmp_config
+from poller.store import Store
+from tests.util import golden_exposition, snmp_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("HWPOLLER_CORPUS", ROOT.parent / "shared" / "corpus"))
@@ -93,6 +98,7 @@ class DeviceScore:
     missed: list[dict[str, Any]] = field(default_factory=list)
     excepted: list[tuple[dict[str, Any], str]] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    detection_requests: int = 0
 
     @property
     def recognised(self) -> bool:
@@ -168,6 +174,22 @@ def duplicate_series(result: PollResult) -> list[str]:
     return dupes
 
 
+async def _poll(config: Config, profiles: ProfileSet) -> tuple[PollResult, int]:
+    """One poll through the scheduler's path; also how many requests detection took."""
+    target = config.targets[0]
+    spec = PollSpec.from_config(config, target)
+    context = DriverContext(profiles, 16, 1)
+    driver = SnmpDriver(spec, context)
+    store = Store()
+    store.register(target.name, target.protocol, target.labels)
+    runner = TargetRunner(spec, dict(target.labels), driver, store, 0, 0)
+    try:
+        return await runner.poll_once(), driver.detection_requests
+    finally:
+        await driver.close()
+        context.shutdown()
+
+
 async def score_all(
     sim: SnmpSim,
     names: Sequence[str],
@@ -184,11 +206,12 @@ async def score_all(
         target = re.sub(r"[^A-Za-z0-9_.:@-]", "-", name)
         config = snmp_config(sim.port, name, name=target, timeout="40s", interval="60s")
         async with gate:
-            result = await poll_once(config, profiles)
+            result, requests = await _poll(config, profiles)
         sensors = json.loads((corpus / f"{name}.librenms.json").read_text())
         readings = result.data.readings if result.data else ()
         matched, missed, excepted = match_sensors(name, sensors, readings, exceptions)
-        return DeviceScore(name, result, matched, missed, excepted, duplicate_series(result))
+        dupes = duplicate_series(result)
+        return DeviceScore(name, result, matched, missed, excepted, dupes, requests)
 
     return list(await asyncio.gather(*(one(n) for n in names)))
 
@@ -206,6 +229,8 @@ def summary(scores: Sequence[DeviceScore]) -> dict[str, int]:
         "missed": missed,
         "excepted": excepted,
         "duplicates": sum(len(s.duplicates) for s in scores),
+        "detection_max": max((s.detection_requests for s in scores), default=0),
+        "detection_total": sum(s.detection_requests for s in scores),
     }
 
 
@@ -238,6 +263,11 @@ def report(scores: Sequence[DeviceScore], verbose: bool = False) -> str:
         f"conformance: {t['matched']}/{wanted} LibreNMS sensors matched ({share:.1f}%), "
         f"{t['excepted']} excepted with a reason, {t['recognised']}/{t['devices']} devices "
         f"recognised, {t['duplicates']} duplicate series"
+    )
+    mean = t["detection_total"] / t["devices"] if t["devices"] else 0.0
+    lines.append(
+        f"detection: {mean:.1f} requests per device on average, {t['detection_max']} at most "
+        "(sysDescr/sysObjectID GET, one GET of oid_exists probes, one GETNEXT per subtree)"
     )
     return "\n".join(lines)
 
