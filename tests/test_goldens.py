@@ -53,4 +53,6 @@ def test_golden_exposition(snmpsim: SnmpSim, community: str, name: str, golden: 
     result = asyncio.run(poll_once(snmp_config(snmpsim.port, community, name=name)))
     text = golden_exposition(result)
     promtool_check_metrics(text)
+    series = [line.rpartition(" ")[0] for line in text.splitlines() if not line.startswith("#")]
+    assert len(series) == len(set(series)), "duplicate series in the exposition"
     check_golden(golden, text)
