@@ -54,11 +54,11 @@ def test_promtool_accepts_prometheus_config() -> None:
 
 
 def test_prometheus_config_scrapes_hwpoller() -> None:
-    """Job hwpoller at hwpoller:9730 every 30s, the shipped rules, and an Alertmanager."""
+    """Job hwpoller at hwpoller:9730 every 5s, the shipped rules, and an Alertmanager."""
     config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     job = jobs["hwpoller"]
-    assert job["scrape_interval"] == "30s"
+    assert job["scrape_interval"] == "5s"  # issue 12: alerts within seconds
     assert [t for sc in job["static_configs"] for t in sc["targets"]] == ["hwpoller:9730"]
     loaded = {(PROMETHEUS_DIR / name).resolve() for name in config["rule_files"]}
     assert loaded == {path.resolve() for path in RULE_FILES}
