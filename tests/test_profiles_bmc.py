@@ -78,9 +78,8 @@ def test_hpe_storage(snmpsim: SnmpSim) -> None:
     got = readings(result)
     assert result.data is not None and result.data.info.profile == "hpe-ilo"
     assert dict(result.data.sources)["hpe-storage"] > 0
-    # Smart Array drives by location string, the drive's own overheat point high.critical.
+    # Smart Array drives by location string.
     assert got[("temperature", "Port=1I:Box=1:Bay=1", "")] == 33
-    assert got[("temperature", "Port=1I:Box=1:Bay=1", "high.critical")] == 60
     assert got[("temperature", "Port=1I:Box=1:Bay=2", "")] == 57
     # -1: the drive cannot report a temperature; the embedded controller neither.
     assert not [k for k in got if k[1] in ("drive 3.2", "array controller slot 0")]
@@ -90,3 +89,25 @@ def test_hpe_storage(snmpsim: SnmpSim) -> None:
     # SAS HBA drives: 0 means not available.
     assert got[("temperature", "Port 2E Box 1 Bay 1", "high.critical")] == 65
     assert not [k for k in got if k[1] == "Port 2E Box 1 Bay 2"]
+
+
+def test_supermicro_bmc(snmpsim: SnmpSim) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "supermicro-bmc")))
+    got = readings(result)
+    assert result.data is not None and result.data.info.profile == "supermicro-bmc"
+    assert result.data.info.model == "SYS-2029U-TR4"
+    # No type column: the IPMI name says what a sensor is; readings and thresholds are text.
+    assert got[("temperature", "Inlet Temp", "")] == 21
+    assert got[("temperature", "Inlet Temp", "high.critical")] == 45
+    assert got[("temperature", "CPU1 Temp", "low.degraded")] == 10
+    assert got[("fan_speed", "FAN2", "")] == 400  # below its lower critical threshold
+    assert got[("voltage", "12V", "")] == pytest.approx(12.064)
+    locations = {r.sensor: r.location for r in result.data.readings if r.location}
+    assert locations["Inlet Temp"] == "inlet"
+    assert locations["CPU1 Temp"] == "cpu"
+    # Not installed (reading and every threshold 0) and discrete sensors are left out.
+    for absent in ("DIMMB1 Temp", "FANA", "PS1 Status"):
+        assert not [k for k in got if k[1] == absent], absent
+    assert got[("status", "PSU 2", "power_supply")] == "failed"
+    assert got[("power", "PSU 1 output", "")] == 571
+    assert ("fan_speed", "PSU 1 fan 2", "") not in got  # single-fan supply
