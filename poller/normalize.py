@@ -217,9 +217,10 @@ def _metric_readings(metric: MetricSpec, fetched: Fetched) -> tuple[list[Reading
                 if readings:
                     return readings, None
         return [], None
-    failed = [fetched.failed[c] for c in sorted(metric.column_oids()) if c in fetched.failed]
-    if failed:
-        return [], failed[0]
+    if fetched.failed:
+        failed = [fetched.failed[c] for c in sorted(metric.column_oids()) if c in fetched.failed]
+        if failed:
+            return [], failed[0]
     if metric.aggregate is not None:
         return _aggregate(metric, fetched), None
     out: list[tuple[str, list[Reading]]] = []
