@@ -21,14 +21,14 @@ EXPECTED = {
     "apc-smartups": "apc-ups",  # sysObjectID 318.1.3.27
     "apc-smartups-uio": "apc-ups",
     "dell-idrac": "dell-idrac",  # sysObjectID 674.10892.5
-    "eaton-9px-emp": "eaton-xups",  # sysObjectID 534.1 wins over RFC 1628 presence
+    "eaton-9px-emp": "eaton-xups",  # 534 prefix + XUPS-MIB subtree; RFC 1628 applies beside
     "entity-sensor": "entity-sensor",  # unknown sysObjectID; ENTITY-MIB answers (fallback)
     "geist-watchdog": "geist-watchdog",  # sysObjectID 21239.5.1
     "hpe-ilo": "hpe-ilo",  # sysObjectID 232.9.4.10
     "liebert-crac": "liebert-gp-env",  # sysObjectID 476.1.42 exactly
     "liebert-crac-leak": "liebert-gp-env",
     "netbotz": "netbotz",  # sysObjectID 5528.100.20.10.2013
-    "rfc1628-ups": "rfc1628-ups",  # net-snmp sysObjectID; upsIdentManufacturer answers
+    "rfc1628-ups": "rfc1628-ups",  # net-snmp sysObjectID; the upsObjects subtree answers
 }
 
 

@@ -38,7 +38,7 @@ def test_apc_smartups_normalised(snmpsim: SnmpSim) -> None:
 
 
 def test_rfc1628_detected_by_presence(snmpsim: SnmpSim) -> None:
-    # The card reports net-snmp's generic sysObjectID: recognised by upsIdentManufacturer.
+    # The card reports net-snmp's generic sysObjectID: recognised by the UPS-MIB subtree.
     result = asyncio.run(poll_once(snmp_config(snmpsim.port, "rfc1628-ups")))
     got = readings(result)
     assert result.data is not None and result.data.info.profile == "rfc1628-ups"
@@ -51,3 +51,28 @@ def test_rfc1628_detected_by_presence(snmpsim: SnmpSim) -> None:
     assert ("voltage", "input", "") in got
     # Battery current -1 means "not available": there is no current metric, and no -1 leaks.
     assert all(v != -1 for v in got.values())
+
+
+def test_rfc1628_without_ident_group(snmpsim: SnmpSim) -> None:
+    # An agent (ABB) that serves the whole UPS-MIB but upsIdent is still recognised; the
+    # 0xFFFF minutes filler and a 0 C battery temperature (no sensor) are omitted.
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "rfc1628-ups-noident")))
+    got = readings(result)
+    assert result.data is not None and result.data.info.profile == "rfc1628-ups"
+    assert got[("battery_charge", "battery", "")] == pytest.approx(1.0)
+    assert got[("ups_power_source", "output", "")] == "utility"
+    assert ("battery_time_left", "battery", "") not in got
+    assert ("temperature", "battery", "") not in got
+
+
+def test_vendor_profile_supersedes_rfc1628(snmpsim: SnmpSim) -> None:
+    # A CyberPower card answers UPS-MIB too: both apply, the vendor MIB's readings win and
+    # nothing is exported twice.
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "cyberpower-ups")))
+    assert result.data is not None
+    assert dict(result.data.sources) == {"cyberpower-ups": 21, "rfc1628-ups": 0}
+    got = readings(result)
+    # ENVIROSENSOR reports tenths of a degree Fahrenheit: 77.0 F is 25 C.
+    assert got[("temperature", "environment", "")] == pytest.approx(25.0)
+    assert got[("leak", "Water Sensor", "")] == 1
+    assert got[("ups_power_source", "output", "")] == "battery"
