@@ -339,6 +339,11 @@ def test_per_port_mode_in_a_subprocess() -> None:
             assert ".1.3.6.1.4.1.318.1.3.27" in net_snmp("snmpget", port, "public", "-v2c", sysoid)
 
 
+def test_a_process_that_cannot_start_says_why(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"replay agent did not start: replay: .*missing"):
+        ReplayProcess([tmp_path / "missing.snmprec"]).start(timeout=20)
+
+
 def test_request_ids_and_v1_counter64_through_the_responder() -> None:
     rec = Recording.parse(b"1.3.6.1.2.1.1.1.0|4|x\n1.3.6.1.2.1.1.2.0|70|5\n", "c")
     responder = Responder({"c": rec})

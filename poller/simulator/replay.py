@@ -6,7 +6,9 @@ varbinds are pre-encoded BER, so a request costs a small BER decode, one dict lo
 bisect per varbind and a join of ready-made bytes. Its answers are meant to be the ones
 snmpsim gives for the same recording (checked by tests/test_replay.py with net-snmp tools):
 a GET of a missing OID is noSuchInstance, v1 sees noSuchName and never a Counter64
-(RFC 2576 4.1.2.1), an unknown community gets no answer.
+(RFC 2576 4.1.2.1), an unknown community gets no answer. One difference by default: after
+the last record snmpsim fills a GETBULK with endOfMibView, this agent stops after the first
+all-endOfMibView repetition (RFC 3416 4.2.3); `fill_eom` / `--fill-eom` does as snmpsim.
 
 Recording lines are `OID|TAG|VALUE`. Tags 2, 4, 5, 6, 64, 65, 66, 67, 68, 70 and the
 exceptions 128-130 are served; an `x` suffix means a hex value. A variation tag such as
@@ -21,20 +23,24 @@ import argparse
 import asyncio
 import bisect
 import json
+import logging
 import resource
+import select
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import cast
+from typing import IO, cast
 
 Oid = tuple[int, ...]
+log = logging.getLogger(__name__)
 
 MAX_SIZE = 65_000  # response cap; a UDP/IPv4 datagram carries at most 65,507 bytes
 MAX_OID_ARCS = 128  # RFC 2578 3.5
@@ -276,8 +282,9 @@ class Stats:
     varbinds: int = 0  # in responses
     malformed: int = 0
     wrong_community: int = 0
-    unsupported: int = 0  # SET, traps, GETBULK in v1, other versions
+    unsupported: int = 0  # SET, traps, responses, GETBULK in v1
     too_big: int = 0
+    internal: int = 0  # a bug here, not bad input: logged once
 
 
 class Responder:
@@ -287,7 +294,7 @@ class Responder:
         self, table: Mapping[str, Recording], max_size: int = MAX_SIZE, fill_eom: bool = False
     ) -> None:
         self.table = {name.encode(): rec for name, rec in table.items()}
-        self.max_size = max_size
+        self.max_size = min(max_size, 65_507)  # also keeps every length within 3 octets
         # pysnmp (so snmpsim) fills every GETBULK repetition with endOfMibView; RFC 3416
         # 4.2.3 lets an agent stop after the first repetition that is all endOfMibView.
         self.fill_eom = fill_eom
@@ -315,7 +322,7 @@ class Responder:
         community_tlv = data[pos:stop]
         rec = self.table.get(data[start:stop])
         pdu_type, pos, end = read_head(data, stop, end)
-        if version not in {0, 1} or pdu_type not in {GET, GETNEXT, GETBULK, SET, 0xA4, 0xA7}:
+        if version not in {0, 1} or not 0xA0 <= pdu_type <= 0xA8:
             raise MalformedError("not an SNMP v1/v2c PDU")
         if rec is None:
             self.stats.wrong_community += 1  # real agents stay silent (and count it)
@@ -507,7 +514,14 @@ class _Port(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         """Answer, or drop what the Responder drops."""
-        reply = self.responder.answer(data)
+        try:
+            reply = self.responder.answer(data)
+        except Exception:  # one bad request never stops the agent
+            stats = self.responder.stats
+            stats.internal += 1
+            if stats.internal == 1:
+                log.exception("replay agent: internal error answering %r", data[:64])
+            return
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
@@ -566,7 +580,8 @@ class ReplayAgent:
             by_file: dict[Path, Responder] = {}
             for path in per_port:
                 name = community or Path(path).stem
-                by_file.setdefault(path, Responder({name: load(path, name)}, max_size, fill_eom))
+                if path not in by_file:
+                    by_file[path] = Responder({name: load(path, name)}, max_size, fill_eom)
             self._responders = [by_file[per_port[k % len(per_port)]] for k in range(ports)]
         self.recordings = list(parsed.values())
         self.communities = [
@@ -699,6 +714,8 @@ class ReplayProcess:
         if fill_eom:
             self._argv.append("--fill-eom")
         self._proc: subprocess.Popen[str] | None = None
+        self._stderr: IO[bytes] | None = None
+        self.stderr = ""  # what the agent wrote there, once stopped
 
     @property
     def port(self) -> int:
@@ -707,22 +724,26 @@ class ReplayProcess:
 
     def start(self, timeout: float = 30.0) -> ReplayProcess:
         """Start the agent and wait until its first and last ports answer."""
-        self._proc = subprocess.Popen(
-            self._argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        deadline = time.monotonic() + timeout
+        # stderr to a file: a pipe nobody reads could fill and stall the agent.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self._proc = proc = subprocess.Popen(
+            self._argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True
         )
-        assert self._proc.stdout is not None  # noqa: S101 - PIPE was asked for
-        line = self._proc.stdout.readline()  # the CLI prints once every port is bound
+        assert proc.stdout is not None  # noqa: S101 - PIPE was asked for
+        # The CLI prints one line once every port is bound (parsing may take a while).
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline() if ready else ""
         if not line:
-            _, err = self._proc.communicate(timeout=5)
-            raise RuntimeError(f"replay agent exited with {self._proc.returncode}:\n{err}")
+            self.stop()
+            raise RuntimeError(f"replay agent did not start: {self.stderr or 'timeout'}")
         info = json.loads(line)
         self.ports, self.communities = info["ports"], info["communities"]
         self.per_port = info.get("per_port", [])
-        deadline = time.monotonic() + timeout
         for k in {0, len(self.ports) - 1}:
             community = self.per_port[k] if self.per_port else self.communities[0]
             while not _answers(self.host, self.ports[k], community):
-                if time.monotonic() > deadline or self._proc.poll() is not None:
+                if time.monotonic() > deadline or proc.poll() is not None:
                     self.stop()
                     raise TimeoutError(f"replay agent did not answer within {timeout}s")
         return self
@@ -730,18 +751,22 @@ class ReplayProcess:
     def stop(self) -> dict[str, float]:
         """Terminate the agent; returns its final counters and CPU seconds."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return self.stats
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        for line in out.splitlines():
-            if line.startswith("{"):
-                self.stats = json.loads(line)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                out, _ = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            for line in out.splitlines():
+                if line.startswith("{"):
+                    self.stats = json.loads(line)
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            self.stderr = self._stderr.read().decode(errors="replace")
+            self._stderr.close()
+            self._stderr = None
         return self.stats
 
     def __enter__(self) -> ReplayProcess:
@@ -787,26 +812,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--fill-eom", action="store_true", help="fill GETBULK with endOfMibView as snmpsim does"
     )
     args = parser.parse_args(argv)
-    if args.per_port:
-        agent = ReplayAgent(
-            per_port=args.recording,
-            ports=args.ports,
-            community=args.community,
-            host=args.host,
-            first_port=args.first_port,
-            max_size=args.max_size,
-            fill_eom=args.fill_eom,
-        )
-    else:
-        agent = ReplayAgent(
-            {path.stem: path for path in args.recording},
-            args.ports,
-            host=args.host,
-            first_port=args.first_port,
-            max_size=args.max_size,
-            fill_eom=args.fill_eom,
-        )
-    agent.bind()
+    try:
+        agent = _agent(args)
+        agent.bind()
+    except (OSError, ValueError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
     info: dict[str, object] = {"host": args.host, "ports": agent.ports}
     info["communities"] = sorted({c for names in agent.communities for c in names})
     if args.per_port:
@@ -821,6 +832,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
     print(json.dumps(result), flush=True)
     return 0
+
+
+def _agent(args: argparse.Namespace) -> ReplayAgent:
+    """The agent the command line asks for (recordings are parsed here)."""
+    if args.per_port:
+        return ReplayAgent(
+            per_port=args.recording,
+            ports=args.ports,
+            community=args.community,
+            host=args.host,
+            first_port=args.first_port,
+            max_size=args.max_size,
+            fill_eom=args.fill_eom,
+        )
+    return ReplayAgent(
+        {path.stem: path for path in args.recording},
+        args.ports,
+        host=args.host,
+        first_port=args.first_port,
+        max_size=args.max_size,
+        fill_eom=args.fill_eom,
+    )
 
 
 async def _serve(agent: ReplayAgent) -> None:
