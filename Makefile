@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Debian packages whose real programs the integration tests talk to.
 APT_PACKAGES := snmpd snmp openipmi ipmitool freeipmi-tools prometheus prometheus-alertmanager
 
-.PHONY: run test lint bench conformance venv deps system-deps clean
+.PHONY: run test lint bench bench-alerts conformance venv deps system-deps clean
 
 $(BIN)/hwpoller: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,19 @@ bench: venv system-deps
 	$(BIN)/python -m tests.bench.bench_snmp --agents $(N)
 	@if [ -f tests/bench/bench_ipmi.py ]; then $(BIN)/python -m tests.bench.bench_ipmi --bmcs $(BMCS); fi
 
+## make bench-alerts: seconds from each simulated incident to its metric and its alert (shipped Prometheus config and rules, speed 1, ~13 min)
+bench-alerts: venv system-deps
+	$(BIN)/python -m tests.bench.bench_alerts
+
 ## make conformance: poll the LibreNMS corpus (../shared/corpus or CORPUS=DIR) and print the score
 CORPUS ?= ../shared/corpus
 conformance: venv
 	HWPOLLER_CORPUS=$(CORPUS) $(BIN)/python -m tests.conformance -v
+
+## make soak: the fault mix for SOAK_SECONDS (default 180); fds, threads, RSS, asyncio tasks at start and end
+SOAK_SECONDS ?= 180
+soak: venv system-deps
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m tests.bench.soak
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
