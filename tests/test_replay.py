@@ -74,7 +74,8 @@ def test_every_recording_loads_without_skipped_lines() -> None:
     for path in FILES:
         rec = Recording.load(path)
         assert rec.skipped == 0, f"{path.name}: {rec.skipped} lines not understood"
-        assert len(rec.oids) == sum(1 for line in path.read_text().splitlines() if line.strip())
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        assert len(rec.oids) == sum(1 for line in lines if not line.startswith("#"))
 
 
 @pytest.mark.parametrize("community", ["unknown-device", "rfc1628-ups", "rittal-cmc-iii"])
@@ -330,13 +331,15 @@ def test_per_port_mode_in_a_subprocess() -> None:
         want = {"apc-smartups": ".1.3.6.1.4.1.318.1.3.27", "netbotz": ".1.3.6.1.4.1.5528.100.20."}
         for port, community in zip(agent.ports, agent.per_port, strict=True):
             assert want[community] in net_snmp("snmpget", port, community, "-v2c", sysoid)
-            other = "netbotz" if community == "apc-smartups" else "apc-smartups"
+        # The other recording's community is not served there (two ports suffice).
+        for port, other in zip(agent.ports[:2], ["netbotz", "apc-smartups"], strict=True):
             assert "Timeout" in net_snmp("snmpget", port, other, "-v2c", sysoid, timeout=0.2)
         stats = agent.stop()
-    assert stats["requests"] >= 5 and stats["wrong_community"] == 5
-    with ReplayProcess(files[:1], ports=2, per_port=True, community="public") as agent:
-        for port in agent.ports:
-            assert ".1.3.6.1.4.1.318.1.3.27" in net_snmp("snmpget", port, "public", "-v2c", sysoid)
+    assert stats["requests"] >= 5 and stats["wrong_community"] == 2
+    assert stats["cpu_seconds"] > 0
+    with ReplayAgent(per_port=files[:1], ports=2, community="public") as thread_agent:
+        for port in thread_agent.ports:
+            assert want["apc-smartups"] in net_snmp("snmpget", port, "public", "-v2c", sysoid)
 
 
 def test_a_process_that_cannot_start_says_why(tmp_path: Path) -> None:

@@ -624,6 +624,7 @@ class ReplayAgent:
                 self.ports.append(int(sock.getsockname()[1]))
         except BaseException:
             self.close()
+            self.ports = []
             raise
         return self.ports
 
