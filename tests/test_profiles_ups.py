@@ -70,9 +70,10 @@ def test_vendor_profile_supersedes_rfc1628(snmpsim: SnmpSim) -> None:
     # nothing is exported twice.
     result = asyncio.run(poll_once(snmp_config(snmpsim.port, "cyberpower-ups")))
     assert result.data is not None
-    assert dict(result.data.sources) == {"cyberpower-ups": 21, "rfc1628-ups": 0}
+    assert dict(result.data.sources) == {"cyberpower-ups": 22, "rfc1628-ups": 0}
     got = readings(result)
     # ENVIROSENSOR reports tenths of a degree Fahrenheit: 77.0 F is 25 C.
     assert got[("temperature", "environment", "")] == pytest.approx(25.0)
     assert got[("leak", "Water Sensor", "")] == 1
     assert got[("ups_power_source", "output", "")] == "battery"
+    assert got[("status", "input", "power_supply")] == "degraded"  # blackout
