@@ -310,6 +310,32 @@ def test_malformed_datagrams_do_not_stop_the_agent() -> None:
     assert accounted == len(datagrams) + len(range(0, len(datagrams), 50)) + 1
 
 
+def test_an_internal_error_is_counted_and_the_agent_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    unknown = TEST_RECORDINGS / "unknown-device.snmprec"
+    calls = []
+
+    def broken_once(data: bytes) -> bytes | None:
+        calls.append(data)
+        if len(calls) <= 2:
+            raise RuntimeError("a bug")
+        return original(data)
+
+    with ReplayAgent({"unknown-device": unknown}) as agent:
+        responder = agent._responders[0]
+        original = responder._answer
+        monkeypatch.setattr(responder, "_answer", broken_once)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(b"first", ("127.0.0.1", agent.port))
+            sock.sendto(b"second", ("127.0.0.1", agent.port))
+            assert b"kvm-1" in _ask(sock, agent.port, 77)
+        assert agent.stats.internal == 2 and agent.stats.requests == 1
+    assert caplog.text.count("internal error") == 1  # logged once, with its traceback
+    assert "RuntimeError: a bug" in caplog.text
+
+
 def test_responses_are_capped() -> None:
     unknown = TEST_RECORDINGS / "unknown-device.snmprec"
     with ReplayAgent({"unknown-device": unknown}, max_size=300) as agent:
