@@ -124,6 +124,48 @@ def test_incident_raises_its_alert(tmp_path: Path, scenario: str, wanted: set[st
             assert {a["labels"]["device"] for a in fan} == {"web-2-bmc"}
 
 
+def test_one_leak_pages_once(tmp_path: Path) -> None:
+    """The wet rope's failed status raises no ComponentFailed beside WaterLeakDetected, and
+    the leak alert neither resolves nor fires again while the rope stays wet."""
+    with monitored_room(tmp_path, "roof-leak", speed=30) as prom:
+        wait_for_alerts(prom, {"WaterLeakDetected"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            alerts = prom.alerts()
+            on_envmon = {
+                a["labels"]["alertname"]
+                for a in alerts
+                if a["labels"].get("device") == "envmon-1" and a["labels"]["severity"] != "none"
+            }
+            # Humidity climbs too, but over 15 scenario minutes; only the water pages.
+            assert on_envmon <= {"WaterLeakDetected", "HumidityOutOfRange"}, alerts
+            leaks = [a for a in alerts if a["labels"]["alertname"] == "WaterLeakDetected"]
+            assert [a["state"] for a in leaks if a["labels"]["device"] == "envmon-1"] == ["firing"]
+            time.sleep(1)
+
+
+def test_crac_failure_raises_rising_fast_once(tmp_path: Path) -> None:
+    """The room keeps warming after the CRAC fails: each inlet's InletTemperatureRisingFast
+    fires and then stays firing (no resolve and re-fire)."""
+    with monitored_room(tmp_path, "crac-failure", speed=30) as prom:
+        wait_for_alerts(prom, {"InletTemperatureRisingFast"})
+        first: dict[str, str] = {}
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            rising = [
+                a for a in prom.alerts() if a["labels"]["alertname"] == "InletTemperatureRisingFast"
+            ]
+            for alert in rising:
+                key = f"{alert['labels']['device']}/{alert['labels']['sensor']}"
+                # activeAt is when the alert became pending; a resolve and re-fire moves it.
+                assert first.setdefault(key, alert["activeAt"]) == alert["activeAt"], alert
+            assert set(first) <= {
+                f"{a['labels']['device']}/{a['labels']['sensor']}" for a in rising
+            }, "an InletTemperatureRisingFast alert resolved while the room kept warming"
+            time.sleep(1)
+        assert len(first) >= 6  # every BMC inlet (and the NetBotz front sensor, if located so)
+
+
 def test_quiet_room_fires_only_the_watchdog(tmp_path: Path) -> None:
     with monitored_room(tmp_path, "quiet", speed=30) as prom:
         wait_for_alerts(prom, {WATCHDOG})
