@@ -215,10 +215,10 @@ def test_fault_mix_healthy_stay_fresh_bad_keep_retrying(
         view = views[kind]
         assert view.last is not None
         assert peers[kind].requests > requests_before[kind], f"{kind} was never asked"
-        if not reason:  # the looping agent: up, with every table failed as out of order
+        if not reason:  # the looping agent: up, with every table failed as a stuck walk
             assert view.up
             assert view.last.data is not None and view.last.data.partial_errors
-            assert all("out of order" in e for e in view.last.data.partial_errors)
+            assert all("walk stuck" in e for e in view.last.data.partial_errors)
             continue
         assert view.last.reason == reason, (kind, view.last.reason, view.last.message)
         assert not view.up and view.last.data is None  # readings dropped, not stale

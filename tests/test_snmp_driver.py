@@ -182,3 +182,32 @@ def test_configured_max_repetitions_is_a_cap() -> None:
     for _ in range(3):
         asyncio.run(drv.poll())
     assert max(b for b in fake.bulks.values() if b is not None) <= 5
+
+
+def test_get_splits_when_the_agent_answers_too_big() -> None:
+    from poller.simulator.replay import ReplayAgent
+    from poller.simulator.snmpsim import RECORDINGS
+
+    # A card whose answers must fit 300 bytes: a GET of every scalar in one PDU is tooBig.
+    agent = ReplayAgent({"apc-smartups": RECORDINGS / "apc-smartups.snmprec"}, max_size=300)
+    with agent:
+        config = snmp_config(agent.port, "apc-smartups", profile="apc-ups")
+        spec = PollSpec.from_config(config, config.targets[0])
+        drv = SnmpDriver(spec, DriverContext(load_profiles(), 4, 1))
+        try:
+            first = asyncio.run(drv.poll())
+            again = asyncio.run(drv.poll())
+        finally:
+            asyncio.run(drv.close())
+        assert agent.stats.too_big >= 1
+    # Nothing lost to the tooBig answer: same readings as an agent without the limit.
+    with ReplayAgent({"apc-smartups": RECORDINGS / "apc-smartups.snmprec"}) as roomy:
+        config = snmp_config(roomy.port, "apc-smartups", profile="apc-ups")
+        spec = PollSpec.from_config(config, config.targets[0])
+        ref = SnmpDriver(spec, DriverContext(load_profiles(), 4, 1))
+        try:
+            expected = asyncio.run(ref.poll())
+        finally:
+            asyncio.run(ref.close())
+    assert {r.series for r in first.readings} == {r.series for r in expected.readings}
+    assert {r.series for r in again.readings} == {r.series for r in expected.readings}

@@ -48,8 +48,12 @@ from poller.profiles import SYS_DESCR, SYS_OBJECT_ID, Profile, RawValue, oid_key
 
 T = TypeVar("T")
 
-# OIDs per GET request: small enough for any agent's PDU size, large enough to be cheap.
-GET_CHUNK = 16
+# OIDs per GET request at first: one PDU for the scalars of most devices. An agent whose
+# answer would not fit replies tooBig, which gufo-snmp surfaces as an empty answer: the
+# chunk is then retried in halves and, if that helps, the smaller size kept for the target.
+GET_CHUNK = 32
+# Below this many OIDs an empty GET answer is believed rather than split further.
+MIN_GET_SPLIT = 4
 # A table with more rows than this is an agent bug (or a hostile device), not a sensor
 # table; the limit is per table row, so a walk of C columns may return C times as many
 # varbinds (a 10,000-row ENTITY-SENSOR table with 6 needed columns is 60,000).
@@ -143,6 +147,9 @@ class GufoTransport:
         # When a request was last answered (monotonic); None: never, so engine discovery
         # runs before the first request. (0.0 looked recent on a host up for < 120 s.)
         self._last_used: float | None = None
+        # OIDs per GET: shrinks when the agent cannot answer that many at once.
+        self._chunk = GET_CHUNK
+        self._absent: set[frozenset[str]] = set()
         # SNMPv3: whether an encrypted request was ever answered on this session.
         self._answered = False
 
@@ -247,9 +254,10 @@ class GufoTransport:
         """GET in chunks; on SNMPv1 a PDU with one missing OID fails whole, so split it."""
         session = await self._ensure_session()
         out: dict[str, RawValue] = {}
-        for start in range(0, len(oids), GET_CHUNK):
-            chunk = list(oids[start : start + GET_CHUNK])
-            got: dict[str, RawValue] = await self._call(lambda c=chunk: session.get_many(c))  # type: ignore[misc]
+        size = self._chunk
+        for start in range(0, len(oids), size):
+            chunk = list(oids[start : start + size])
+            got = await self._get_chunk(session, chunk)
             out.update(got)
             if self._auth.version == "1" and len(got) < len(chunk):
                 for oid in chunk:
@@ -257,6 +265,23 @@ class GufoTransport:
                         with contextlib.suppress(NoSuchInstance):
                             out[oid] = await self._call(lambda o=oid: session.get(o))  # type: ignore[misc]
         return out
+
+    async def _get_chunk(self, session: SnmpSession, chunk: list[str]) -> dict[str, RawValue]:
+        """One GET; an empty answer to several OIDs may be tooBig (gufo-snmp drops the
+        error-status), so it is asked again in halves, and a size that works is kept.
+        A set found truly absent is remembered, so it costs one request next time."""
+        got: dict[str, RawValue] = await self._call(lambda: session.get_many(chunk))
+        key = frozenset(chunk)
+        if got or len(chunk) <= MIN_GET_SPLIT or key in self._absent:
+            return got
+        half = len(chunk) // 2
+        first = await self._get_chunk(session, chunk[:half])
+        second = await self._get_chunk(session, chunk[half:])
+        if first or second:
+            self._chunk = min(self._chunk, half)
+        else:
+            self._absent.add(key)
+        return {**first, **second}
 
     async def walk(
         self,
@@ -279,7 +304,8 @@ class GufoTransport:
                 stop_column = int(last)
             else:
                 stop_key = oid_key(stop)
-        cut = len(oid) + 1
+        prefix = oid + "."
+        cut = len(prefix)
         bulk = max_repetitions or self._max_repetitions
 
         async def run() -> list[tuple[str, RawValue]]:
@@ -291,6 +317,10 @@ class GufoTransport:
                 else session.getbulk(oid, max_repetitions=bulk)
             )
             async for row_oid, value in it:
+                if not row_oid.startswith(prefix):
+                    # A GETNEXT answered with the very OID asked (or one above it): the
+                    # walk would never advance.
+                    raise ProtocolError(f"agent returned {row_oid}, not below {oid}: walk stuck")
                 if stop_column is not None:
                     if int(row_oid[cut:].partition(".")[0]) >= stop_column:
                         break
