@@ -311,6 +311,7 @@ class GufoTransport:
         async def run() -> list[tuple[str, RawValue]]:
             rows: list[tuple[str, RawValue]] = []
             seen: set[str] = set()
+            column, in_column = -1, 0
             it = (
                 session.getnext(oid)
                 if self._auth.version == "1"
@@ -322,18 +323,20 @@ class GufoTransport:
                     # walk would never advance.
                     raise ProtocolError(f"agent returned {row_oid}, not below {oid}: walk stuck")
                 if stop_column is not None:
-                    if int(row_oid[cut:].partition(".")[0]) >= stop_column:
+                    number = int(row_oid[cut:].partition(".")[0])
+                    if number >= stop_column:
                         break
+                    if number != column:  # rows are counted per column
+                        column, in_column = number, 0
                 elif stop_key is not None and oid_key(row_oid) >= stop_key:
                     break
                 # An agent whose walk does not advance answers an OID it already gave.
                 if row_oid in seen:
-                    raise ProtocolError(
-                        f"agent returned {row_oid} twice: the walk does not advance"
-                    )
+                    raise ProtocolError(f"agent returned {row_oid} twice: walk stuck")
                 seen.add(row_oid)
                 rows.append((row_oid, value))
-                if len(rows) > limit:
+                in_column += 1
+                if in_column > MAX_TABLE_ROWS or len(rows) > limit:
                     raise ProtocolError(f"table {oid} has more than {MAX_TABLE_ROWS} rows")
             return rows
 
