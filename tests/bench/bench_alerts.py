@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,7 @@ class Incident:
     sim: subprocess.Popen[bytes] | None = None
     poller: subprocess.Popen[bytes] | None = None
     port: int = 0
-    started: float | None = None  # monotonic time of the incident
+    started: float | None = None  # Unix time of the incident
     metric_at: float | None = None
     fired_at: dict[str, float] = field(default_factory=dict)
     firing: set[str] = field(default_factory=set)
@@ -185,17 +187,22 @@ def alerts(url: str) -> list[dict[str, Any]]:
         return []
 
 
-def incident_started(incident: Incident) -> bool:
-    """The simulator logged the scenario's event (at scenario time START)."""
+def incident_started(incident: Incident) -> float | None:
+    """Unix time of the scenario's event (scenario time START) from the simulator's log line,
+    which is written in the same tick as the model changes; None before it."""
     log = (incident.tmp / "sim.log").read_text(errors="replace")
-    return f"scenario {incident.scenario} at " in log
+    match = re.search(rf"^(\S+ \S+) INFO \S+ scenario {incident.scenario} at ", log, re.M)
+    if match is None:
+        return None
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def track(incidents: list[Incident], prom: str, now: float) -> None:
+def track(incidents: list[Incident], prom: str) -> None:
     """One look at every room's /metrics and at Prometheus' alerts."""
     active = alerts(prom)
     for incident in incidents:
-        if incident.started is None:
+        now = time.time()
+        if incident.started is None or now - incident.started > incident.watch:
             continue
         changed = incident.changed
         if changed is not None and incident.metric_at is None and changed(scrape(incident.port)):
@@ -233,18 +240,18 @@ def run(incidents: list[Incident], kill_after: float) -> None:
         start_room(incident)
     prom, url = start_prometheus([f"127.0.0.1:{i.port}" for i in incidents], tmp)
     try:
-        begun = time.monotonic()
+        begun = time.time()
         while True:
-            now = time.monotonic()
+            now = time.time()
             for incident in incidents:
                 if incident.started is not None:
                     continue
                 if incident.kill and now - begun >= kill_after and incident.poller is not None:
                     incident.poller.send_signal(signal.SIGKILL)
                     incident.started = now
-                elif not incident.kill and incident_started(incident):
-                    incident.started = now
-            track(incidents, url, now)
+                elif not incident.kill:
+                    incident.started = incident_started(incident)
+            track(incidents, url)
             if all(i.started is not None and now - i.started > i.watch for i in incidents):
                 return
             if now - begun > START + 60 + max(i.watch for i in incidents) + kill_after:
