@@ -162,15 +162,26 @@ class TargetRunner:
         task.add_done_callback(_consume)
         self._inflight = task
         try:
-            done, _ = await asyncio.wait([task], timeout=self.spec.timeout)
+            await asyncio.wait([task], timeout=self.spec.timeout)
         except asyncio.CancelledError:
             task.cancel()
             raise
-        if not done:
+        timed_out = not task.done()
+        if timed_out:
             task.cancel()
             await asyncio.wait([task], timeout=CANCEL_GRACE)
-            raise TimeoutError
-        return task.result()
+        if task.done():
+            # Only a poll still running is remembered. A finished task holds its exception,
+            # whose traceback holds this frame and so this runner: keeping it would make a
+            # reference cycle that keeps the driver's old session (and its socket) open
+            # until the cyclic garbage collector happens to run.
+            self._inflight = None
+        try:
+            if timed_out:
+                raise TimeoutError
+            return task.result()
+        finally:
+            del task  # same cycle through this frame's local
 
     async def poll_once(self) -> PollResult:
         """One poll under the outer deadline; the result goes to the store."""

@@ -327,7 +327,7 @@ def start_peer(kind: str, upstream: tuple[str, int]) -> HostilePeer:
     """Start one hostile peer of a kind from KINDS."""
     cls, proxied, _ = KINDS[kind]
     if proxied:
-        return cls(upstream).start()  # type: ignore[call-arg]
+        return cls(upstream).start()
     return cls().start()
 
 
