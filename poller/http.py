@@ -494,6 +494,7 @@ class HttpServer:
 
     def stop(self) -> None:
         """Stop serving, close the socket and every open connection."""
-        self._server.shutdown()
+        if self._thread.ident is not None:  # shutdown() would wait forever for a loop never run
+            self._server.shutdown()
         self._server.server_close()
         self._server.drop_all()
