@@ -299,11 +299,6 @@ class NotificationCounters:
         with self._lock:
             self._rejected[reason] += count
 
-    def value(self, reason: str) -> int:
-        """One rejection counter (tests, log messages)."""
-        with self._lock:
-            return self._rejected[reason]
-
     def describe(self) -> list[Metric]:
         """Nothing to pre-describe."""
         return []
