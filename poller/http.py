@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
+import hashlib
+import hmac
 import html
 import http.client
 import logging
@@ -69,6 +71,10 @@ LISTEN_BACKLOG = 128
 # bcrypt uses only the first 72 bytes of a password and the bcrypt library refuses longer
 # ones; Go's bcrypt, which other exporters use, refuses them too, so they never match.
 _BCRYPT_MAX_PASSWORD = 72
+# bcrypt checks running at once (each takes ~50 ms of one core at cost 10), and how long a
+# request waits for one: wrong passwords sent in a flood cannot take every core.
+BCRYPT_CONCURRENCY = 2
+BCRYPT_WAIT = 5.0
 # Compared against for unknown users, at the cost most hashes use.
 _DUMMY_HASH = b"$2b$10$" + b"." * 53
 _BCRYPT_RE = re.compile(r"^\$2[abxy]?\$(\d\d)\$[./A-Za-z0-9]{53}$")
@@ -90,6 +96,11 @@ class WebConfig:
         self.cert_file = cert_file
         self.key_file = key_file
         self.users = users or {}
+        # user -> SHA-256 of the password bcrypt last accepted for them. Prometheus sends the
+        # same credentials on every scrape; without this each scrape costs a bcrypt check.
+        self._verified: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._bcrypt_slots = threading.BoundedSemaphore(BCRYPT_CONCURRENCY)
 
     @classmethod
     def load(cls, path: str) -> WebConfig:
@@ -155,14 +166,27 @@ class WebConfig:
             return False
         password = text.encode()
         hashed = self.users.get(user)
+        digest = hashlib.sha256(password).digest()
+        with self._lock:
+            known = self._verified.get(user)
+        if hashed is not None and known is not None and hmac.compare_digest(known, digest):
+            return True
         # Compare against a dummy hash for unknown users and over-long passwords, so timing
         # reveals neither which names exist nor which passwords were refused unchecked.
         usable = hashed is not None and len(password) <= _BCRYPT_MAX_PASSWORD
         target = hashed if hashed is not None and usable else _DUMMY_HASH
+        # A flood of wrong passwords may cost at most this many cores; past the wait, refuse.
+        if not self._bcrypt_slots.acquire(timeout=BCRYPT_WAIT):
+            return False
         try:
             ok = bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], target)
         except ValueError:  # a hash bcrypt cannot parse: refuse rather than fail the request
             return False
+        finally:
+            self._bcrypt_slots.release()
+        if ok and usable:
+            with self._lock:
+                self._verified[user] = digest
         return bool(ok) and usable
 
 

@@ -193,6 +193,56 @@ def test_overlong_password_is_refused_with_401(
     no_errors_logged(caplog)
 
 
+def test_password_floods_cannot_take_every_core(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_checkpw = bcrypt.checkpw
+    calls, active, most = [0], [0], [0]
+    lock = threading.Lock()
+
+    def slow_checkpw(password: bytes, hashed: bytes) -> bool:
+        with lock:
+            calls[0] += 1
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.1)  # a costly hash
+        with lock:
+            active[0] -= 1
+        return bool(real_checkpw(password, hashed))
+
+    monkeypatch.setattr(poller.http.bcrypt, "checkpw", slow_checkpw)
+    hashed = bcrypt.hashpw(b"right-password", bcrypt.gensalt(rounds=4))
+    web = WebConfig(users={"prometheus": hashed})
+    good = basic("prometheus", b"right-password")
+    with running(store, web) as server:
+        assert scrape(server, headers=good)[0] == 200
+        assert calls[0] == 1
+        for _ in range(3):
+            assert scrape(server, headers=good)[0] == 200
+        assert calls[0] == 1  # the same credentials are checked by bcrypt once
+
+        stop = threading.Event()
+
+        def attacker() -> None:
+            while not stop.is_set():
+                assert scrape(server, headers=basic("prometheus", b"guess"))[0] == 401
+
+        attackers = [threading.Thread(target=attacker) for _ in range(8)]
+        for thread in attackers:
+            thread.start()
+        try:
+            time.sleep(0.3)
+            latencies = [scrape(server, headers=good) for _ in range(5)]
+        finally:
+            stop.set()
+            for thread in attackers:
+                thread.join(10)
+        assert all(status == 200 for status, _ in latencies)
+        assert max(seconds for _, seconds in latencies) < 0.5, latencies
+        assert most[0] == poller.http.BCRYPT_CONCURRENCY == 2
+        assert calls[0] > 5  # the attackers really were checked
+
+
 def test_slowloris_is_dropped_at_the_header_deadline(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
