@@ -169,7 +169,7 @@ async def probe(config: Config, profiles: ProfileSet, names: Sequence[str]) -> i
     context = DriverContext(profiles, config.settings.snmp_concurrency, 4)
     failed = 0
     for target in targets:
-        store.register(target.name, target.protocol, target.labels)
+        store.register(target.name, target.protocol, target.labels, target.sensor_label_rules())
         spec = PollSpec.from_config(config, target)
         runner = TargetRunner(spec, {}, driver_for(spec, context), store, 0, 0)
         result = await runner.poll_once()

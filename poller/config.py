@@ -217,6 +217,51 @@ class IpmiOptions(_Strict):
     allow_anonymous: bool = False
 
 
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Static labels must be valid Prometheus names, not hwpoller's own, and short."""
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels per target (got {len(labels)})")
+    for key, value in labels.items():
+        shown = key if len(key) <= MAX_LABEL_NAME else key[:MAX_LABEL_NAME] + "..."
+        if len(key) > MAX_LABEL_NAME:
+            raise ValueError(f"label name {shown!r} is longer than {MAX_LABEL_NAME} characters")
+        if not _LABEL_RE.match(key) or key.startswith("__"):
+            raise ValueError(
+                f"label name {key!r} is not a valid Prometheus label name (letters, digits "
+                "and _, not starting with a digit or __)"
+            )
+        if key in RESERVED_LABELS:
+            raise ValueError(f"label name {key!r} is reserved for hwpoller's own labels")
+        if len(value) > MAX_LABEL_VALUE:
+            raise ValueError(
+                f"label {key!r}: the value is {len(value)} characters long; "
+                f"at most {MAX_LABEL_VALUE} are allowed"
+            )
+    return labels
+
+
+class SensorLabelRule(_Strict):
+    """Labels for the sensors whose name matches: a leak rope under rack B wired to a
+    monitor in rack A says so in its name, and its series then carry rack="B"."""
+
+    match: Annotated[str, Field(max_length=500)]
+    labels: dict[str, str] = Field(min_length=1)
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+        return pattern
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        return check_labels(labels)
+
+
 class Target(_Strict):
     """One device to poll."""
 
@@ -232,28 +277,19 @@ class Target(_Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     ipmi: IpmiOptions = Field(default_factory=IpmiOptions)
 
+    sensor_labels: list[SensorLabelRule] = Field(default_factory=list, max_length=200)
+
     @field_validator("labels")
     @classmethod
     def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
-        if len(labels) > MAX_LABELS:
-            raise ValueError(f"at most {MAX_LABELS} labels per target (got {len(labels)})")
-        for key, value in labels.items():
-            shown = key if len(key) <= MAX_LABEL_NAME else key[:MAX_LABEL_NAME] + "..."
-            if len(key) > MAX_LABEL_NAME:
-                raise ValueError(f"label name {shown!r} is longer than {MAX_LABEL_NAME} characters")
-            if not _LABEL_RE.match(key) or key.startswith("__"):
-                raise ValueError(
-                    f"label name {key!r} is not a valid Prometheus label name (letters, digits "
-                    "and _, not starting with a digit or __)"
-                )
-            if key in RESERVED_LABELS:
-                raise ValueError(f"label name {key!r} is reserved for hwpoller's own labels")
-            if len(value) > MAX_LABEL_VALUE:
-                raise ValueError(
-                    f"label {key!r}: the value is {len(value)} characters long; "
-                    f"at most {MAX_LABEL_VALUE} are allowed"
-                )
-        return labels
+        return check_labels(labels)
+
+    def sensor_label_rules(self) -> tuple[tuple[re.Pattern[str], tuple[tuple[str, str], ...]], ...]:
+        """The sensor_labels rules, compiled, in order (the first match applies)."""
+        return tuple(
+            (re.compile(rule.match), tuple(sorted(rule.labels.items())))
+            for rule in self.sensor_labels
+        )
 
     @field_validator("address")
     @classmethod

@@ -179,6 +179,14 @@ def _reading_labels(reading: Reading, base: dict[str, str]) -> dict[str, str]:
     return labels
 
 
+def _sensor_base(view: TargetView, sensor: str, base: dict[str, str]) -> dict[str, str]:
+    """The target's labels with the first matching sensor_labels rule's applied."""
+    for pattern, labels in view.sensor_labels:
+        if pattern.search(sensor):
+            return {**base, **dict(labels)}
+    return base
+
+
 def target_samples(view: TargetView) -> dict[str, list[Sample]]:
     """Every sample one target contributes, by family name."""
     out = _Samples()
@@ -210,9 +218,15 @@ def target_samples(view: TargetView) -> dict[str, list[Sample]]:
     for reason in DROP_REASONS:
         out.add("hwpoller_readings_dropped", {**base, "reason": reason}, dropped.get(reason, 0))
     out.add("hwpoller_partial_failures", base, float(len(data.partial_errors)))
+    per_sensor: dict[str, dict[str, str]] = {}
     for reading in data.readings:
         name, limit_name, _ = FAMILIES[reading.quantity]
-        labels = _reading_labels(reading, base)
+        sensor_base = base
+        if view.sensor_labels:
+            sensor_base = per_sensor.get(reading.sensor) or per_sensor.setdefault(
+                reading.sensor, _sensor_base(view, reading.sensor, base)
+            )
+        labels = _reading_labels(reading, sensor_base)
         if reading.limit_type is not None and limit_name is not None:
             out.add(limit_name, labels, reading.value)
         elif reading.quantity == Quantity.STATUS and reading.hw_type is not None:

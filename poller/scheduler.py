@@ -348,7 +348,7 @@ class Scheduler:
         for name, target in wanted.items():
             if name in self._runners:
                 continue
-            self._store.register(name, target.protocol, target.labels)
+            self._store.register(name, target.protocol, target.labels, target.sensor_label_rules())
             runner = self._runner(config, target)
             if name in carried:
                 runner.inherit(carried[name])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from poller.errors import REASONS
 from poller.model import PollResult
+
+SensorLabels = tuple[tuple[re.Pattern[str], tuple[tuple[str, str], ...]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,8 @@ class TargetView:
     last: PollResult | None = None
     last_success_at: float = 0.0  # epoch seconds, 0 until the first success
     errors: tuple[tuple[str, int], ...] = tuple((r, 0) for r in REASONS)
+    # (sensor name pattern, labels replacing the target's for that sensor's series)
+    sensor_labels: SensorLabels = ()
 
     @property
     def up(self) -> bool:
@@ -36,15 +41,21 @@ class Store:
         # The exporter's rendered text per target (poller.exporter owns what is in it).
         self.exposition_cache: object | None = None
 
-    def register(self, name: str, protocol: str, labels: Mapping[str, str]) -> None:
+    def register(
+        self,
+        name: str,
+        protocol: str,
+        labels: Mapping[str, str],
+        sensor_labels: SensorLabels = (),
+    ) -> None:
         """Add a target (or update its labels), keeping its history when it already exists."""
         items = tuple(sorted(labels.items()))
         with self._lock:
             old = self._targets.get(name)
             if old is not None and old.protocol == protocol:
-                self._targets[name] = replace(old, labels=items)
+                self._targets[name] = replace(old, labels=items, sensor_labels=sensor_labels)
             else:
-                self._targets[name] = TargetView(name, protocol, items)
+                self._targets[name] = TargetView(name, protocol, items, sensor_labels=sensor_labels)
 
     def retain(self, names: set[str]) -> None:
         """Forget targets that are no longer configured."""

@@ -265,3 +265,22 @@ def test_log_level_flag_before_or_after_run() -> None:
     assert before.log_level == "warning"
     neither = parser.parse_args(["run", "--config.file", "x.yml"])
     assert neither.log_level is None
+
+
+def test_sensor_labels_are_checked_like_labels() -> None:
+    from poller.errors import ConfigError
+
+    base = (
+        "auths: {a: {protocol: snmp, version: 2c, community: x}}\n"
+        "targets:\n  - {name: t, address: 10.0.0.1, protocol: snmp, auth: a, "
+    )
+    good = parse_config(base + "sensor_labels: [{match: '(?i)rack b', labels: {rack: B}}]}\n", "f")
+    ((pattern, labels),) = good.targets[0].sensor_label_rules()
+    assert pattern.search("Spot Leak (Rack B Under Floor)") and labels == (("rack", "B"),)
+    bad = base + "sensor_labels: [{match: '(', labels: {device: x}}, {match: a, labels: {}}]}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(bad, "f")
+    text = str(info.value)
+    assert "sensor_labels[0].match: bad regular expression" in text
+    assert "sensor_labels[0].labels: label name 'device' is reserved" in text
+    assert "sensor_labels[1].labels" in text

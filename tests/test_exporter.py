@@ -72,3 +72,26 @@ def test_not_yet_polled_target_is_not_down() -> None:
     assert not any('device="never-polled"' in line for line in up)
     # Its other health series exist from start-up.
     assert 'hwpoller_last_success_timestamp_seconds{device="never-polled"' in text
+
+
+def test_sensor_labels_move_a_sensor_to_its_own_rack() -> None:
+    import re
+
+    store = Store()
+    rules = ((re.compile(r"(?i)rack b"), (("rack", "B"),)),)
+    store.register("env-1", "snmp", {"site": "s", "rack": "A"}, rules)
+    readings = (
+        Reading(Quantity.LEAK, "Spot Leak (Rack B Under Floor)", 1.0, Location.FLOOR),
+        Reading(Quantity.TEMPERATURE, "Probe rack A", 22.0, Location.INLET),
+    )
+    data = DeviceData(DeviceInfo("v", "m", "f", "p"), readings)
+    store.record(PollResult("env-1", "snmp", True, 0.5, 1.0, data))
+    text = exposition(store).decode()
+    leak = next(line for line in text.splitlines() if line.startswith("hw_leak_detected{"))
+    assert 'rack="B"' in leak and 'device="env-1"' in leak
+    temp = next(line for line in text.splitlines() if line.startswith("hw_temperature_celsius{"))
+    assert 'rack="A"' in temp
+    # The device's own series stay where the device is.
+    info = next(line for line in text.splitlines() if line.startswith("hw_device_info{"))
+    assert 'rack="A"' in info
+    assert exposition(store).decode() == _reference(store).decode()
