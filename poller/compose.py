@@ -106,3 +106,27 @@ def _info(parts: Sequence[Contribution], protocol: str) -> DeviceInfo:
         profile=parts[0].profile if parts else "",
         protocol=protocol,
     )
+
+
+def checked(data: DeviceData) -> DeviceData:
+    """One driver's data with impossible values and repeated series dropped and counted."""
+    dropped: Counter[str] = Counter(dict(data.dropped))
+    seen: set[tuple[str, str, str, str, str]] = set()
+    kept: list[Reading] = []
+    for reading in data.readings:
+        if not in_range(reading):
+            dropped["out_of_range"] += 1
+        elif reading.series in seen:
+            dropped["duplicate"] += 1
+        else:
+            seen.add(reading.series)
+            kept.append(reading)
+    if len(kept) == len(data.readings):
+        return data
+    return DeviceData(
+        info=data.info,
+        readings=tuple(kept),
+        partial_errors=data.partial_errors,
+        dropped=tuple(sorted(dropped.items())),
+        sources=data.sources,
+    )

@@ -95,3 +95,26 @@ def test_sensor_labels_move_a_sensor_to_its_own_rack() -> None:
     info = next(line for line in text.splitlines() if line.startswith("hw_device_info{"))
     assert 'rack="A"' in info
     assert exposition(store).decode() == _reference(store).decode()
+
+
+def test_non_snmp_readings_are_checked_too() -> None:
+    import asyncio
+
+    from poller.drivers import Checked
+
+    class Fake:
+        async def poll(self) -> DeviceData:
+            readings = (
+                Reading(Quantity.TEMPERATURE, "Inlet Temp", 24.0, Location.INLET),
+                Reading(Quantity.TEMPERATURE, "Inlet Temp", 25.0, Location.INLET),  # twice
+                Reading(Quantity.TEMPERATURE, "CPU Temp", 1.8e16, Location.CPU),  # garbage
+                Reading(Quantity.FAN_SPEED, "FAN1", -5.0),  # impossible
+            )
+            return DeviceData(DeviceInfo(), readings)
+
+        async def close(self) -> None:
+            pass
+
+    data = asyncio.run(Checked(Fake()).poll())
+    assert [(r.sensor, r.value) for r in data.readings] == [("Inlet Temp", 24.0)]
+    assert dict(data.dropped) == {"duplicate": 1, "out_of_range": 2}

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from poller.compose import checked
 from poller.config import Config, IpmiAuth, IpmiOptions, SnmpAuth, Target
 from poller.config_values import split_address
 from poller.model import DeviceData
@@ -106,4 +107,26 @@ def driver_for(spec: PollSpec, context: DriverContext) -> Driver:
     """Create the driver for a target's protocol."""
     module_name, _, attr = REGISTRY[spec.protocol].partition(":")
     factory: DriverFactory = getattr(importlib.import_module(module_name), attr)
-    return factory(spec, context)
+    driver = factory(spec, context)
+    # The SNMP driver merges its profiles' readings itself (poller.compose); every other
+    # protocol's readings pass the same checks here: physically possible values, one
+    # series per identity.
+    return driver if spec.protocol == "snmp" else Checked(driver)
+
+
+class Checked:
+    """A driver whose readings are checked by poller.compose before they are stored."""
+
+    def __init__(self, inner: Driver) -> None:
+        self.inner = inner
+
+    async def poll(self) -> DeviceData:
+        """Poll the wrapped driver and drop impossible or duplicate readings (counted)."""
+        return checked(await self.inner.poll())
+
+    async def close(self) -> None:
+        """Close the wrapped driver."""
+        await self.inner.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
