@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -74,6 +75,7 @@ class HostilePeer:
         self.rng = random.Random(seed)
         self.requests = 0
         self.replies_sent = 0
+        self.failures: list[str] = []  # exceptions raised by `replies`, for tests to check
         self._stop = threading.Event()
         self._selector = selectors.DefaultSelector()
         self._pending: list[tuple[float, int, bytes, tuple[str, int]]] = []
@@ -127,7 +129,10 @@ class HostilePeer:
                 return
             self.requests += 1
             if self.upstream is None:
-                self._schedule(self.replies(data), peer)
+                try:
+                    self._schedule(self.replies(data), peer)
+                except Exception as exc:  # a broken behaviour must not end the peer
+                    self.failures.append(repr(exc))
                 continue
             try:
                 self._upstream_for(peer).send(data)
@@ -285,28 +290,19 @@ class Looping(HostilePeer):
         return [(0.0, bytes(encoder.encode(response)))]
 
 
-class Scripted(HostilePeer):
-    """Answers each request with the next datagram from a list (for fuzzing): `feed` sets
-    what the next requests get; once the list is used up, it stays silent."""
+class Responder(HostilePeer):
+    """Answers each request with whatever `answer(request)` returns (for fuzzing); stays
+    silent while no answer function is set."""
 
-    kind = "scripted"
+    kind = "responder"
 
     def __init__(self) -> None:
         super().__init__()
-        self._script: list[bytes] = []
-        self._lock = threading.Lock()
-
-    def feed(self, datagrams: list[bytes]) -> None:
-        """Replace the replies still to come."""
-        with self._lock:
-            self._script = list(datagrams)
+        self.answer: Callable[[bytes], list[bytes]] | None = None
 
     def replies(self, request: bytes) -> list[tuple[float, bytes]]:
-        with self._lock:
-            if not self._script:
-                return []
-            datagram = self._script.pop(0)
-        return [(0.0, datagram)]
+        answer = self.answer
+        return [(0.0, d) for d in answer(request)] if answer is not None else []
 
 
 # Every hostile class by name, and the reason a poll of it must end with ("" = success with
