@@ -163,6 +163,10 @@ async def soak(sim_port: int, ports: dict[str, int], seconds: float, interval: f
         v.name: {r: n for r, n in v.errors if n} for v in healthy if any(n for _, n in v.errors)
     }
     print("end   ", last.line(), f"(fds before gc.collect: {before_gc.fds})")
+    # Thread names, so that a growing pool can be told from a leak (asyncio's default
+    # executor, which runs getaddrinfo, grows lazily to min(32, cpus + 4) threads).
+    names = sorted(t.name.rstrip("0123456789_") for t in threading.enumerate())
+    print("threads", {n: names.count(n) for n in dict.fromkeys(names)})
     print(
         f"delta  fds={last.fds - first.fds:+d}  threads={last.threads - first.threads:+d}  "
         f"rss={last.rss_mib - first.rss_mib:+.1f} MiB  tasks={last.tasks - first.tasks:+d}"
