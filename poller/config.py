@@ -115,6 +115,11 @@ def _snmp_version(value: Any) -> Any:
         return str(value)
     if isinstance(value, str) and value.strip() in ("1", "2c", "3"):
         return value.strip()
+    if isinstance(value, bool):
+        raise ValueError(  # noqa: TRY004 - a ValueError is what pydantic reports with the path
+            f"version must be 1, 2c or 3, got {str(value).lower()} (YAML reads unquoted "
+            "true/false/yes/no/on/off as booleans)"
+        )
     hint = " (write 2c for SNMPv2c)" if value in (2, "2", 2.0) else ""
     raise ValueError(f"version must be 1, 2c or 3, got {value!r}{hint}")
 
@@ -221,22 +226,25 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
     """Static labels must be valid Prometheus names, not hwpoller's own, and short."""
     if len(labels) > MAX_LABELS:
         raise ValueError(f"at most {MAX_LABELS} labels per target (got {len(labels)})")
+    problems = []  # every bad label at once, not one per check-config run
     for key, value in labels.items():
         shown = key if len(key) <= MAX_LABEL_NAME else key[:MAX_LABEL_NAME] + "..."
         if len(key) > MAX_LABEL_NAME:
-            raise ValueError(f"label name {shown!r} is longer than {MAX_LABEL_NAME} characters")
-        if not _LABEL_RE.match(key) or key.startswith("__"):
-            raise ValueError(
+            problems.append(f"label name {shown!r} is longer than {MAX_LABEL_NAME} characters")
+        elif not _LABEL_RE.match(key) or key.startswith("__"):
+            problems.append(
                 f"label name {key!r} is not a valid Prometheus label name (letters, digits "
                 "and _, not starting with a digit or __)"
             )
-        if key in RESERVED_LABELS:
-            raise ValueError(f"label name {key!r} is reserved for hwpoller's own labels")
+        elif key in RESERVED_LABELS:
+            problems.append(f"label name {key!r} is reserved for hwpoller's own labels")
         if len(value) > MAX_LABEL_VALUE:
-            raise ValueError(
-                f"label {key!r}: the value is {len(value)} characters long; "
+            problems.append(
+                f"label {shown!r}: the value is {len(value)} characters long; "
                 f"at most {MAX_LABEL_VALUE} are allowed"
             )
+    if problems:
+        raise ValueError("; ".join(problems))
     return labels
 
 

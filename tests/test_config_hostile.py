@@ -172,6 +172,25 @@ def test_snmp_version_only_1_2c_3(version: str) -> None:
     assert problems[0].startswith("hw.yml: auths.a.version: version must be 1, 2c or 3, got ")
 
 
+def test_yaml_booleans_are_named_as_such() -> None:
+    problems = problems_of("auths:\n  a: {protocol: snmp, version: yes, community: c}\n")
+    assert problems == [
+        "hw.yml: auths.a.version: version must be 1, 2c or 3, got true (YAML reads unquoted "
+        "true/false/yes/no/on/off as booleans)"
+    ]
+
+
+def test_every_bad_label_of_a_target_is_named() -> None:
+    labels = "{device: x, 9lives: y, site: " + "z" * 300 + "}"
+    text = (
+        AUTH + f"targets:\n  - {{name: t, address: h, protocol: snmp, auth: a, labels: {labels}}}\n"
+    )
+    (problem,) = problems_of(text)
+    assert "'device' is reserved" in problem
+    assert "'9lives' is not a valid Prometheus label name" in problem
+    assert "label 'site': the value is 300 characters long" in problem
+
+
 @pytest.mark.parametrize(("version", "expected"), [("1", "1"), ("'1'", "1"), ("2c", "2c")])
 def test_snmp_v1_v2c_spellings(version: str, expected: str) -> None:
     text = f"auths:\n  a: {{protocol: snmp, version: {version}, community: c}}\n"
