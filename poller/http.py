@@ -32,7 +32,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-from poller import __version__
+from poller import __version__, statuspage
 from poller.config_values import (
     MAX_CONFIG_BYTES,
     decode_config,
@@ -461,7 +461,9 @@ def make_handler(
             elif path == "/healthz":
                 self._send(200, b"ok\n", "text/plain; charset=utf-8")
             elif path == "/":
-                self._send(200, _status_page(store.snapshot()), "text/html; charset=utf-8")
+                self._send(200, statuspage.page(store), "text/html; charset=utf-8")
+            elif path == "/api/room":
+                self._send(200, statuspage.room_json(store), "application/json")
             else:
                 self._send(404, b"not found\n", "text/plain; charset=utf-8")
 
