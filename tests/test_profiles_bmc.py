@@ -111,3 +111,81 @@ def test_supermicro_bmc(snmpsim: SnmpSim) -> None:
     assert got[("status", "PSU 2", "power_supply")] == "failed"
     assert got[("power", "PSU 1 output", "")] == 571
     assert ("fan_speed", "PSU 1 fan 2", "") not in got  # single-fan supply
+
+
+def test_cisco_cimc(snmpsim: SnmpSim) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "cisco-cimc")))
+    got = readings(result)
+    assert result.data is not None and result.data.info.profile == "cisco-cimc"
+    assert "UCS C240 M5SX" in result.data.info.firmware
+    assert got[("temperature", "front", "")] == 22
+    assert got[("temperature", "rear", "")] == 41
+    locations = {r.sensor: r.location for r in result.data.readings if r.location}
+    assert locations["front"] == "inlet"
+    assert locations["rear"] == "exhaust"
+    assert locations["sys/rack-unit-1/board/cpu-1/env-stats"] == "cpu"
+    # 0 in a stats table is a sample not collected: no IO hub, an empty DIMM slot.
+    assert not [k for k in got if k[1] in ("io hub 1", "io hub 2")]
+    assert not [k for k in got if "mem-7" in k[1]]
+    assert got[("status", "sys/rack-unit-1/fan-module-1-2/fan-1", "fan")] == "failed"
+    assert not [k for k in got if "fan-module-1-3" in k[1]]  # presence missing(11)
+    assert got[("status", "sys/rack-unit-1/psu-2", "power_supply")] == "degraded"
+    assert got[("fan_speed", "sys/rack-unit-1/fan-module-1-1/fan-1/stats", "")] == 8820
+
+
+def test_lenovo_xcc(snmpsim: SnmpSim) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "lenovo-xcc")))
+    got = readings(result)
+    assert result.data is not None and result.data.info.profile == "lenovo-xcc"
+    assert result.data.info.model == "ThinkSystem SR650"
+    # Readings and thresholds are text; N/A is no threshold (or no reading).
+    assert got[("temperature", "Ambient Temp", "")] == 23
+    assert got[("temperature", "Ambient Temp", "high.critical")] == 44
+    assert ("temperature", "Ambient Temp", "low.critical") not in got
+    assert ("temperature", "PCH Temp", "") not in got
+    assert got[("status", "Exhaust Temp", "temperature")] == "degraded"
+    # A DTS sensor is a thermal margin, not a temperature.
+    assert not [k for k in got if "DTS" in k[1]]
+    assert got[("voltage", "SysBrd 12V", "")] == pytest.approx(12.09)
+    assert got[("status", "Fan 2 Tach", "fan")] == "failed"
+    assert got[("status", "system", "system")] == "degraded"  # nonCritical(4)
+
+
+def test_ibm_imm(snmpsim: SnmpSim) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "ibm-imm")))
+    got = readings(result)
+    assert result.data is not None and result.data.info.profile == "ibm-imm"  # net-snmp OID
+    assert got[("temperature", "Ambient Temp", "")] == 24
+    assert got[("temperature", "Ambient Temp", "high.degraded")] == 38
+    assert ("temperature", "Ambient Temp", "low.critical") not in got  # 0: not set
+    assert got[("voltage", "Planar 12V", "")] == pytest.approx(12.11)  # millivolts
+    locations = {r.sensor: r.location for r in result.data.readings if r.location}
+    assert locations["Ambient Temp"] == "inlet"
+
+
+def test_dell_cmc(snmpsim: SnmpSim) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "dell-cmc")))
+    got = readings(result)
+    assert result.data is not None and result.data.info.profile == "dell-cmc"
+    assert result.data.info.model == "PowerEdge M1000e"
+    assert got[("temperature", "chassis front panel", "")] == 21
+    locations = {r.sensor: r.location for r in result.data.readings if r.location}
+    assert locations["chassis front panel"] == "inlet"
+    assert got[("status", "chassis power supplies", "power_supply")] == "degraded"
+    assert got[("power", "chassis input", "")] == 3120
+    assert got[("voltage", "PS-1 input", "")] == pytest.approx(232.75)
+    assert not [k for k in got if k[1] == "PS-3 input"]  # absent(1)
+
+
+def test_huawei_ibmc(snmpsim: SnmpSim) -> None:
+    result = asyncio.run(poll_once(snmp_config(snmpsim.port, "huawei-ibmc")))
+    got = readings(result)
+    assert result.data is not None and result.data.info.profile == "huawei-ibmc"
+    assert got[("temperature", "Inlet Temp", "")] == pytest.approx(23.1)  # tenths
+    assert got[("temperature", "Inlet Temp", "high.degraded")] == pytest.approx(41.0)
+    assert ("temperature", "Inlet Temp", "low.critical") not in got  # 65535: N/A
+    assert not [k for k in got if k[1] == "CPU1 Core Rem"]  # a thermal margin
+    assert got[("fan_speed_ratio", "FAN1", "")] == pytest.approx(0.45)
+    assert got[("status", "FAN2", "fan")] == "failed"
+    assert not [k for k in got if k[1] == "FAN3"]  # absent
+    assert got[("status", "PSU2", "power_supply")] == "degraded"  # major(3)
