@@ -11,6 +11,7 @@ const REFRESH_MS = Number(app.dataset.refresh || "5") * 1000;
 const STALE_PERIODS = 3;
 
 let data = JSON.parse(app.dataset.initial);
+app.removeAttribute("data-initial"); // read once; later data comes from /api/room
 let receivedAt = performance.now(); // when `data` arrived (page load or last fetch)
 let lastError = "";
 let refreshes = 0;
@@ -110,7 +111,7 @@ function leakLine(leak, x, y, width, max) {
   });
   if (leak.wet) {
     let d = `M ${x} ${y + 8}`;
-    for (let i = x; i < x + width; i += 12) d += ` q 3 -6 6 0 t 6 0`;
+    for (let i = x; i + 12 <= x + width; i += 12) d += ` q 3 -6 6 0 t 6 0`;
     g.append(svg("path", { d, class: "rope" }));
   } else {
     g.append(svg("line", { x1: x, y1: y + 8, x2: x + width, y2: y + 8, class: "rope" }));
@@ -126,13 +127,15 @@ function rackGroup(rack, x, y, height) {
   g.append(svg("text", { x: x + RACK_W - 10, y: y + 22, class: "rack-state" }, LABELS[rack.state]));
   const inlet = svg("text", { x: x + 10, y: y + 54, class: `inlet s-${rack.inlet ? rack.inlet.state : "unknown"}` });
   inlet.textContent = rack.inlet ? fmt.celsius(rack.inlet.celsius) : "\u2013 \u00b0C";
+  const inletGroup = svg("g", { class: "inlet-group" });
   if (rack.inlet) {
     inlet.dataset.celsius = String(rack.inlet.celsius);
     const limits = rack.inlet.own_limits ? "device limits" : "default limits";
-    inlet.append(svg("title", {}, `hottest inlet: ${rack.inlet.device} ${rack.inlet.sensor}; ` +
+    inletGroup.append(svg("title", {}, `hottest inlet: ${rack.inlet.device} ${rack.inlet.sensor}; ` +
       `warning ${rack.inlet.warning} \u00b0C, critical ${rack.inlet.critical} \u00b0C (${limits})`));
   }
-  g.append(inlet);
+  inletGroup.append(inlet);
+  g.append(inletGroup);
   g.append(svg("text", { x: x + 10, y: y + 74, class: "rack-sub" },
     `inlet max${rack.humidity === null ? "" : " \u00b7 " + fmt.humidity(rack.humidity)}`));
   rack.devices.forEach((device, i) => g.append(slot(device, x + 8, y + HEAD_H + i * SLOT_H)));
