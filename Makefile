@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages whose real programs the integration tests talk to.
-APT_PACKAGES := snmpd snmp openipmi ipmitool freeipmi-tools prometheus prometheus-alertmanager
+APT_PACKAGES := snmpd snmp openipmi ipmitool freeipmi-tools prometheus prometheus-alertmanager chromium
 
 .PHONY: run test lint bench bench-alerts conformance venv deps system-deps clean
 
