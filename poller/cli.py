@@ -94,8 +94,8 @@ async def serve(config_path: str, listen: str | None, web: WebConfig) -> int:
     receiver = NotificationReceiver(scheduler)
     server = HttpServer(address, store, receiver.exposition, web)
     await scheduler.start()
-    await receiver.start(config)
     server.start()
+    await receiver.start(config)
     log.info(
         "hwpoller %s polling %d targets, serving http://%s/metrics",
         __version__,

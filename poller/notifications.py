@@ -272,6 +272,22 @@ def _is_snmp(datagram: bytes) -> bool:
     )
 
 
+async def _resolve(hosts: list[str]) -> list[set[str]]:
+    """The addresses of each host name (empty when it does not resolve within 5 s), all
+    looked up at once so that many named targets cost one timeout, not one each."""
+    loop = asyncio.get_running_loop()
+
+    async def one(host: str) -> set[str]:
+        try:
+            async with asyncio.timeout(5):
+                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+        except (OSError, TimeoutError):
+            return set()
+        return {ip for info in infos if (ip := _normal_ip(str(info[4][0])))}
+
+    return list(await asyncio.gather(*(one(host) for host in hosts)))
+
+
 class NotificationCounters:
     """The receiver's counters and their collector (read from the HTTP thread)."""
 
@@ -449,7 +465,7 @@ class NotificationReceiver:
         self._creds.load(config)
         self._engines_per_source.clear()
         by_ip: dict[str, list[_Known]] = {}
-        loop = asyncio.get_running_loop()
+        named: dict[str, list[_Known]] = {}  # host names to resolve -> their targets
         for target in config.targets:
             default = 161 if target.protocol == "snmp" else 623
             try:
@@ -459,21 +475,17 @@ class NotificationReceiver:
             auth = config.auths.get(target.auth)
             user = auth.username if isinstance(auth, SnmpAuth) and auth.version == "3" else None
             known = _Known(target.name, port, user, target.auth)
-            ips = {_normal_ip(host)} - {None}
+            ip = _normal_ip(host)
+            (by_ip.setdefault(ip, []) if ip else named.setdefault(host, [])).append(known)
+        for host, ips in zip(named, await _resolve(list(named)), strict=True):
             if not ips:
-                try:
-                    async with asyncio.timeout(5):
-                        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-                    ips = {_normal_ip(str(info[4][0])) for info in infos} - {None}
-                except (OSError, TimeoutError):
-                    log.warning(
-                        "target %s: cannot resolve %s; its notifications are not recognised",
-                        target.name,
-                        host,
-                    )
+                log.warning(
+                    "cannot resolve %s; notifications from %s are not recognised",
+                    host,
+                    ", ".join(k.name for k in named[host]),
+                )
             for ip in ips:
-                assert ip is not None  # noqa: S101 - None was removed above
-                by_ip.setdefault(ip, []).append(known)
+                by_ip.setdefault(ip, []).extend(named[host])
         self._by_ip = by_ip
         self.counters.known([t.name for t in config.targets])
 
