@@ -16,9 +16,9 @@ pytestmark = pytest.mark.integration
 
 # Share of LibreNMS's sensors (those not excepted in tests/conformance_exceptions/, each
 # with its reason) that hwpoller must read with the same quantity and value.
-MIN_MATCHED = 0.35
+MIN_MATCHED = 0.90
 # Share of recordings at least one profile must recognise.
-MIN_RECOGNISED = 0.34
+MIN_RECOGNISED = 0.80
 
 
 @pytest.fixture(scope="module")
