@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.deploy_support import (
     DASHBOARDS,
@@ -19,6 +21,8 @@ from tests.deploy_support import (
     metric_names,
     promtool_check_exprs,
     recorded_metrics,
+    run,
+    tool,
     unknown_label_values,
 )
 
@@ -196,3 +200,116 @@ def test_provisioning() -> None:
     (provider,) = load_yaml(PROVISIONING / "dashboards" / "hwpoller.yml")["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"].startswith("/")
+
+
+def _panel(dashboard: dict[str, Any], title: str, kind: str | None = None) -> dict[str, Any]:
+    (panel,) = [p for p in _panels(dashboard) if p["title"] == title and kind in (None, p["type"])]
+    return panel
+
+
+def _expr_tests(
+    tmp_path: Path, cases: list[tuple[str, list[str], list[tuple[str, float]]]]
+) -> subprocess.CompletedProcess[str]:
+    """`promtool test rules` with one promql_expr_test per case: (expr, input series (each
+    with the value 1 for 3 minutes, or `series=value`), expected (labels, value) at 2m)."""
+    (tmp_path / "none.yml").write_text("groups: []\n")
+    tests = []
+    for expr, series, expected in cases:
+        inputs = []
+        for line in series:
+            name, _, value = (
+                line.rpartition("=") if line.endswith(("=0", "=1")) else (line, "", "1")
+            )
+            inputs.append({"series": name, "values": f"{value}x3"})
+        tests.append(
+            {
+                "interval": "1m",
+                "input_series": inputs,
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": "2m",
+                        "exp_samples": [{"labels": lbl, "value": v} for lbl, v in expected],
+                    }
+                ],
+            }
+        )
+    path = tmp_path / "panels_test.yml"
+    path.write_text(yaml.safe_dump({"rule_files": ["none.yml"], "tests": tests}))
+    return run([tool("promtool"), "test", "rules", str(path)], cwd=tmp_path)
+
+
+def test_room_stats_say_no_data_rather_than_a_green_zero(tmp_path: Path) -> None:
+    """Counting stats return 0 when the room reports and nothing is wrong, the count when
+    something is, and nothing at all (shown as "no data", not a green 0) without data."""
+    dashboard = _load(REPO / "grafana" / "dashboards" / "room-overview.json")
+    stats = [p for p in _panels(dashboard) if p["type"] == "stat"]
+    assert len(stats) == 6
+    for panel in stats:
+        assert "vector(" not in panel["targets"][0]["expr"], panel["title"]
+        assert panel["fieldConfig"]["defaults"]["noValue"] == "no data", panel["title"]
+        (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
+        assert mapping["options"]["match"] == "null+nan"
+        assert mapping["options"]["result"]["color"] != "green"
+    at = 'site="x", room="x", device="d"'
+    other = [f'hw_temperature_celsius{{{at}, sensor="t", location="inlet"}}']
+    inputs = {
+        "Water leaks": [f'hw_leak_detected{{{at}, sensor="rope", location="floor"}}'],
+        "Failed fans": [f'hw_status{{{at}, sensor="Fan1", hw_type="fan", state="failed"}}'],
+        "UPS on battery": [f'hw_ups_power_source{{{at}, source="battery"}}'],
+        "Devices down": [f'hwpoller_up{{{at}, protocol="snmp"}}'],
+    }
+    cases = []
+    for title, (series,) in inputs.items():
+        expr = _substitute(_panel(dashboard, title, "stat")["targets"][0]["expr"])
+        bad = series if title != "Devices down" else series + "=0"
+        good = series + "=0" if title != "Devices down" else series
+        cases += [
+            (expr, [bad, *other], [("{}", 1)]),
+            (expr, [good, *other], [("{}", 0)]),
+            (expr, other, []),  # no such sensor at all: no data
+        ]
+    result = _expr_tests(tmp_path, cases)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alert_table_shows_alerts_without_a_site(tmp_path: Path) -> None:
+    """HwpollerDown carries no site label (the poller is not scraped): the firing-alerts table
+    shows it beside the selected site's alerts, but not other sites' or the watchdog."""
+    dashboard = _load(REPO / "grafana" / "dashboards" / "room-overview.json")
+    expr = _substitute(_panel(dashboard, "Firing alerts")["targets"][0]["expr"])
+    firing = 'alertstate="firing", severity="critical"'
+    down = f'ALERTS{{alertname="HwpollerDown", {firing}}}'
+    leak = f'ALERTS{{alertname="WaterLeakDetected", {firing}, site="x", room="x"}}'
+    elsewhere = f'ALERTS{{alertname="WaterLeakDetected", {firing}, site="y", room="x"}}'
+    watchdog = 'ALERTS{alertname="HwpollerWatchdog", alertstate="firing", severity="none"}'
+    result = _expr_tests(
+        tmp_path, [(expr, [down, leak, elsewhere, watchdog], [(down, 1), (leak, 1)])]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rack_view() -> None:
+    """A rack variable (after room, from the targets' labels), a table with one row per rack,
+    and a panel repeated per rack showing its devices' inlets, leaks and answers."""
+    dashboard = _load(REPO / "grafana" / "dashboards" / "room-overview.json")
+    variables = [v["name"] for v in dashboard["templating"]["list"]]
+    assert variables.index("rack") == variables.index("room") + 1
+    (rack,) = [v for v in dashboard["templating"]["list"] if v["name"] == "rack"]
+    match = _LABEL_VALUES.fullmatch(_variable_query(rack))
+    assert match and match.group(2) == "rack" and "$room" in match.group(1)
+    assert rack["includeAll"] and rack["multi"]
+    repeated = [p for p in _panels(dashboard) if p.get("repeat") == "rack"]
+    assert len(repeated) == 1
+    (panel,) = repeated
+    assert "$rack" in panel["title"]
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert all('rack=~"$rack"' in e for e in exprs)
+    assert any('location="inlet"' in e for e in exprs)
+    assert any("hw_leak_detected" in e for e in exprs)
+    assert any("hwpoller_up" in e for e in exprs)
+    table = _panel(dashboard, "Racks now")
+    assert table["type"] == "table"
+    assert all("by (site, room, rack)" in t["expr"] or "site_room_rack:" in t["expr"]
+               for t in table["targets"])  # fmt: skip
+    assert table["transformations"][0]["id"] == "merge"
