@@ -16,9 +16,9 @@ pytestmark = pytest.mark.integration
 
 # Share of LibreNMS's sensors (those not excepted in tests/conformance_exceptions/, each
 # with its reason) that hwpoller must read with the same quantity and value.
-MIN_MATCHED = 0.90
+MIN_MATCHED = 0.95
 # Share of recordings at least one profile must recognise.
-MIN_RECOGNISED = 0.80
+MIN_RECOGNISED = 0.85
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,9 @@ def test_score_meets_the_bar(scores: list[DeviceScore]) -> None:
 
 def test_exceptions_stay_exceptional(scores: list[DeviceScore]) -> None:
     totals = summary(scores)
-    assert totals["excepted"] <= 0.1 * totals["sensors"], report(scores, verbose=True)
+    # A guard against excepting misses away: at most 12 % of LibreNMS's sensors. (The largest
+    # single rule is the InRow DX's 18 unscaled coolingUnit values.)
+    assert totals["excepted"] <= 0.12 * totals["sensors"], report(scores, verbose=True)
 
 
 def test_every_device_is_recognised_or_says_why(scores: list[DeviceScore]) -> None:
