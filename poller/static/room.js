@@ -85,7 +85,17 @@ const SLOT_H = 30;
 const LEAK_H = 26;
 const UNIT_W = 190;
 
-function slot(device, x, y) {
+// What a device's slot says on its right: its inlet, or for a UPS its source and charge.
+function slotValue(device, ups) {
+  if (device.answer !== "up") return device.answer;
+  if (ups) {
+    const source = ups.source === "utility" ? "mains" : ups.source || "?";
+    return `${source} \u00b7 ${fmt.percent(ups.charge)}`;
+  }
+  return device.inlet ? fmt.celsius(device.inlet.celsius) : device.kind;
+}
+
+function slot(device, ups, x, y) {
   const g = svg("g", {
     class: `slot s-${device.state}`,
     "data-device": device.name,
@@ -94,9 +104,9 @@ function slot(device, x, y) {
   });
   g.append(svg("rect", { x, y, width: RACK_W - 16, height: SLOT_H - 4, rx: 3 }));
   g.append(label(x + 8, y + 17, device.name, "slot-name", 17));
-  let right = device.answer === "up" ? device.kind : device.answer;
-  if (device.answer === "up" && device.inlet) right = fmt.celsius(device.inlet.celsius);
-  g.append(svg("text", { x: x + RACK_W - 24, y: y + 17, class: "slot-value" }, right));
+  const value = svg("text", { x: x + RACK_W - 24, y: y + 17, class: "slot-value" });
+  value.textContent = slotValue(device, ups);
+  g.append(value);
   const why = device.answer === "up" ? device.kind : `${device.answer} ${device.reason}`.trim();
   g.append(svg("title", {}, `${device.name} (${why})`));
   return g;
@@ -120,7 +130,7 @@ function leakLine(leak, x, y, width, max) {
   return g;
 }
 
-function rackGroup(rack, x, y, height) {
+function rackGroup(rack, ups, x, y, height) {
   const g = svg("g", { class: `rack s-${rack.state}`, "data-rack": rack.name, "data-state": rack.state });
   g.append(svg("rect", { x, y, width: RACK_W, height, rx: 6, class: "rack-box" }));
   g.append(label(x + 10, y + 22, `Rack ${rack.name}`, "rack-name", 18));
@@ -138,7 +148,9 @@ function rackGroup(rack, x, y, height) {
   g.append(inletGroup);
   g.append(svg("text", { x: x + 10, y: y + 74, class: "rack-sub" },
     `inlet max${rack.humidity === null ? "" : " \u00b7 " + fmt.humidity(rack.humidity)}`));
-  rack.devices.forEach((device, i) => g.append(slot(device, x + 8, y + HEAD_H + i * SLOT_H)));
+  rack.devices.forEach((device, i) => {
+    g.append(slot(device, ups.get(device.name), x + 8, y + HEAD_H + i * SLOT_H));
+  });
   const floor = y + height + 10;
   rack.leaks.forEach((leak, i) => g.append(leakLine(leak, x, floor + i * LEAK_H, RACK_W, 31)));
   return g;
@@ -175,7 +187,10 @@ function plan(room) {
   let width = MARGIN + room.racks.length * (RACK_W + GAP);
   const node = svg("svg", { class: "plan", role: "img" });
   node.append(svg("title", {}, `plan of ${room.site} ${room.room}`));
-  room.racks.forEach((rack, i) => node.append(rackGroup(rack, MARGIN + i * (RACK_W + GAP), MARGIN, rackH)));
+  const ups = new Map(room.ups.map((u) => [u.device, u]));
+  room.racks.forEach((rack, i) => {
+    node.append(rackGroup(rack, ups, MARGIN + i * (RACK_W + GAP), MARGIN, rackH));
+  });
   let unitY = MARGIN;
   const coolingByDevice = new Map(room.cooling.map((c) => [c.device, c]));
   for (const device of room.unracked) {
