@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from poller.config_values import MAX_CONFIG_BYTES, decode_config, load_yaml, yaml_error_message
+
 _META = {
     "__auth__": "auth",
     "__protocol__": "protocol",
@@ -60,12 +62,26 @@ def read_target_files(patterns: list[str], base: Path, problems: list[str]) -> l
         if not paths and not glob.has_magic(pattern):
             problems.append(f"settings.target_files[{i}]: {full} does not exist")
         for path in paths:
+            # YAML is a superset of JSON, so one parser reads both formats; the config's own
+            # reader applies the same limits (size, encoding, nesting, aliases, duplicates).
             try:
-                # YAML is a superset of JSON, so one parser reads both formats.
-                groups = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or []
-            except (OSError, yaml.YAMLError) as exc:
+                with open(path, "rb") as handle:
+                    data = handle.read(MAX_CONFIG_BYTES + 1)
+            except OSError as exc:
+                problems.append(f"{path}: cannot read target file: {exc.strerror or exc}")
+                continue
+            try:
+                text = decode_config(data)
+            except ValueError as exc:
                 problems.append(f"{path}: cannot read target file: {exc}")
                 continue
+            try:
+                loaded, duplicates = load_yaml(text)
+            except yaml.YAMLError as exc:
+                problems.append(f"{path}: cannot read target file: {yaml_error_message(exc, text)}")
+                continue
+            problems.extend(f"{path}: {d}" for d in duplicates)
+            groups = loaded or []
             if not isinstance(groups, list):
                 problems.append(f"{path}: must be a list of target groups")
                 continue

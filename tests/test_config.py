@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from poller.cli import main
-from poller.config import parse_config
+from poller.config import load_config, parse_config
 from poller.config_values import parse_duration, split_address
 from poller.errors import ConfigError
 
@@ -284,3 +284,28 @@ def test_sensor_labels_are_checked_like_labels() -> None:
     assert "sensor_labels[0].match: bad regular expression" in text
     assert "sensor_labels[0].labels: label name 'device' is reserved" in text
     assert "sensor_labels[1].labels" in text
+
+
+def test_target_files_get_the_config_readers_limits(tmp_path: Path) -> None:
+    from poller.errors import ConfigError
+
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+    for level in "bcdefghi":
+        prev = chr(ord(level) - 1)
+        bomb += f"{level}: &{level} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+    (tmp_path / "bomb.yml").write_text(bomb)
+    (tmp_path / "dupes.yml").write_text(
+        "- targets: [10.0.0.1]\n  labels: {a: 1}\n  labels: {b: 2}\n"
+    )
+    (tmp_path / "utf16.json").write_bytes('[{"targets": ["10.0.0.2"]}]'.encode("utf-16"))
+    doc = (
+        "settings: {target_files: ['*.yml', '*.json']}\n"
+        "auths: {a: {protocol: snmp, version: 2c, community: x}}\n"
+    )
+    (tmp_path / "hwpoller.yml").write_text(doc)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "hwpoller.yml")
+    text = str(info.value)
+    assert "bomb.yml: cannot read target file" in text
+    assert "dupes.yml" in text and "labels" in text
+    assert "utf16.json: cannot read target file" in text
