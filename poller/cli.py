@@ -258,18 +258,22 @@ def _list_profiles() -> int:
                     ("sys_object_id", "sysObjectID"),
                     ("sys_descr", "sysDescr"),
                     ("oid_exists", "answers"),
+                    ("subtree", "has objects under"),
                     ("manufacturer_id", "manufacturer"),
                 ):
                     values = getattr(match, attr, None)
                     if values:
                         how.append(f"{label} {', '.join(map(str, values))}")
                 if how and getattr(match, "fallback", False):
-                    how.append("generic fallback, tried last")
+                    how.append("generic fallback, superseded by every other profile")
             print(f"{spec.name:<24} {protocol:<5} {spec.description}")
             if how:
                 print(f"{'':<31}matches: {'; '.join(how)}")
             elif spec.name in included_by:
                 print(f"{'':<31}included by: {', '.join(included_by[spec.name])}")
+            supersedes = getattr(spec, "supersedes", [])
+            if supersedes:
+                print(f"{'':<31}supersedes: {', '.join(supersedes)}")
     return 0
 
 

@@ -95,7 +95,10 @@ def test_profiles_lists_every_profile_and_how_it_matches(
 
     assert detail("liebert-gp-env") == "matches: sysObjectID 1.3.6.1.4.1.476.1.42"
     assert detail("entity-sensor") == (
-        "matches: answers 1.3.6.1.2.1.47.1.4.1.0; generic fallback, tried last"
+        "matches: answers 1.3.6.1.2.1.47.1.4.1.0; generic fallback, superseded by every "
+        "other profile"
     )
     assert detail("apc-mem") == "included by: apc-emu, apc-netbotz-powernet"
-    assert detail("rfc1628-ups") == "matches: answers 1.3.6.1.2.1.33.1.1.1.0"
+    assert detail("rfc1628-ups") == "matches: has objects under 1.3.6.1.2.1.33.1"
+    i = next(i for i, line in enumerate(lines) if line.split()[0] == "eaton-xups")
+    assert lines[i + 2].strip() == "supersedes: rfc1628-ups"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,6 +12,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_carries_profiles_and_recordings(tmp_path: Path) -> None:
+    # Build from a copy: setuptools reuses a build/ directory in the source tree, which may
+    # hold files an earlier build saw and the tree no longer has.
+    source = tmp_path / "src"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(".venv", "build", ".git", "*.egg-info", "__pycache__"),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -21,7 +30,7 @@ def test_wheel_carries_profiles_and_recordings(tmp_path: Path) -> None:
             "--no-deps",
             "-w",
             str(tmp_path),
-            str(REPO),
+            str(source),
         ],
         check=True,
         capture_output=True,

@@ -137,8 +137,12 @@ def test_run_serve_reload_shutdown_and_no_secret_leaks(snmpsim: SnmpSim, tmp_pat
             wait_for(lambda: fetch(f"{base}/healthz")[0] == 200)
             status, first = fetch(f"{base}/metrics")
             assert status == 200
+            # Every target's health series exist from start-up; hwpoller_up comes with its
+            # first poll's outcome (not polled yet is not down).
             for name in ("ups-1", "ups-wrong", "v3-wrong", "bmc-nobody"):
-                assert f'hwpoller_up{{device="{name}"' in first
+                assert f'hwpoller_last_success_timestamp_seconds{{device="{name}"' in first
+            for name in ("ups-1", "ups-wrong", "v3-wrong", "bmc-nobody"):
+                wait_for(lambda n=name: f'hwpoller_up{{device="{n}"' in fetch(f"{base}/metrics")[1])
             wait_for(lambda: 'hw_temperature_celsius{device="ups-1"' in fetch(f"{base}/metrics")[1])
             wait_for(
                 lambda: (
