@@ -41,6 +41,10 @@ def test_dell_idrac(snmpsim: SnmpSim) -> None:
     assert not [k for k in got if k[2] == "fan"]
     assert got[("status", "system", "system")] == "ok"
     assert got[("status", "power supplies", "power_supply")] == "degraded"
+    assert got[("status", "PS2 Status", "power_supply")] == "failed"
+    assert got[("voltage", "PS1 Status input", "")] == 231
+    assert ("voltage", "PS2 Status input", "") not in got  # 0: no input
+    assert got[("status", "PERC1 ROMB Battery", "battery")] == "degraded"
 
 
 def test_hpe_ilo(snmpsim: SnmpSim) -> None:
