@@ -43,9 +43,15 @@ lint: venv
 ## make bench: polls per second and CPU seconds per poll against N simulated agents (N=200)
 N ?= 200
 BMCS ?= 20
+# then one real `hwpoller run` against SCALE_SNMP replayed SNMP devices and SCALE_BMCS simulated
+# BMCs at a 30 s interval for BENCH_SECONDS: freshness, CPU, RSS, fds, threads, scrape time
+SCALE_SNMP ?= 5000
+SCALE_BMCS ?= 1000
+BENCH_SECONDS ?= 150
 bench: venv system-deps
 	$(BIN)/python -m tests.bench.bench_snmp --agents $(N)
 	@if [ -f tests/bench/bench_ipmi.py ]; then $(BIN)/python -m tests.bench.bench_ipmi --bmcs $(BMCS); fi
+	BENCH_SECONDS=$(BENCH_SECONDS) $(BIN)/python -m tests.bench.bench_scale --snmp $(SCALE_SNMP) --bmcs $(SCALE_BMCS)
 
 ## make bench-alerts: seconds from each simulated incident to its metric and its alert (shipped Prometheus config and rules, speed 1, ~13 min)
 bench-alerts: venv system-deps
