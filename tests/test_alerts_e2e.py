@@ -99,7 +99,8 @@ def wait_for_alerts(
     ("scenario", "wanted"),
     [
         ("roof-leak", {"WaterLeakDetected"}),
-        ("crac-failure", {"InletTemperatureRisingFast", "CoolingUnitAlarm"}),
+        # InletTemperatureRisingFast needs 3 real minutes of history: its own test below.
+        ("crac-failure", {"CoolingUnitAlarm"}),
         ("mains-loss", {"UpsOnBattery"}),
         ("fan-failure", {"FanFailed"}),
     ],
@@ -144,11 +145,14 @@ def test_one_leak_pages_once(tmp_path: Path) -> None:
             time.sleep(1)
 
 
+@pytest.mark.timeout(600)
 def test_crac_failure_raises_rising_fast_once(tmp_path: Path) -> None:
     """The room keeps warming after the CRAC fails: each inlet's InletTemperatureRisingFast
     fires and then stays firing (no resolve and re-fire)."""
-    with monitored_room(tmp_path, "crac-failure", speed=30) as prom:
-        wait_for_alerts(prom, {"InletTemperatureRisingFast"})
+    # The rule wants 3 real minutes of history and 45 s pending, so the room must keep
+    # warming for ~5 real minutes: a slower simulated clock than the other scenarios.
+    with monitored_room(tmp_path, "crac-failure", speed=4) as prom:
+        wait_for_alerts(prom, {"InletTemperatureRisingFast"}, timeout=330.0)
         first: dict[str, str] = {}
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
