@@ -14,7 +14,6 @@ import contextlib
 import gzip
 import hashlib
 import hmac
-import html
 import http.client
 import logging
 import re
@@ -40,7 +39,7 @@ from poller.config_values import (
     parse_listen_address,
 )
 from poller.errors import ConfigError
-from poller.store import Store, TargetView
+from poller.store import Store
 
 log = logging.getLogger("hwpoller.http")
 
@@ -188,31 +187,6 @@ class WebConfig:
             with self._lock:
                 self._verified[user] = digest
         return bool(ok) and usable
-
-
-def _status_page(views: list[TargetView]) -> bytes:
-    rows = []
-    for v in views:
-        last = v.last
-        state = "up" if v.up else ("pending" if last is None else "down")
-        detail = "" if last is None or last.success else f"{last.reason}: {last.message}"
-        age = f"{time.time() - v.last_success_at:.0f}s ago" if v.last_success_at else "never"
-        readings = len(last.data.readings) if last is not None and last.data else 0
-        profile = last.data.info.profile if last is not None and last.data else ""
-        cells = (v.name, v.protocol, state, profile, str(readings), age, detail)
-        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in ("target", "protocol", "state", "profile", "readings", "last success", "error")
-    )
-    body = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>hwpoller</title></head><body>"
-        f"<h1>hwpoller {html.escape(__version__)}</h1>"
-        "<p><a href='/metrics'>metrics</a> &middot; <a href='/healthz'>healthz</a></p>"
-        f"<table border='1' cellpadding='4'><tr>{head}</tr>{''.join(rows)}</table>"
-        "</body></html>"
-    )
-    return body.encode()
 
 
 class _HeaderTooLargeError(http.client.HTTPException):

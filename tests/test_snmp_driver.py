@@ -211,3 +211,16 @@ def test_get_splits_when_the_agent_answers_too_big() -> None:
             asyncio.run(ref.close())
     assert {r.series for r in first.readings} == {r.series for r in expected.readings}
     assert {r.series for r in again.readings} == {r.series for r in expected.readings}
+
+
+def test_unseen_wide_table_with_few_needed_columns_is_walked_by_column() -> None:
+    from poller.drivers.snmp import _Plan
+
+    drv = driver(FakeTransport(dict(UPS)), profile="rfc1628-ups")
+    entry = "1.3.6.1.4.1.99.1.1"
+    plan = _Plan((), ((entry, (f"{entry}.2", f"{entry}.71"), 71),))
+    walks = drv._plan_walks(plan)
+    # Walking the entry up to column 71 would read 69 columns nobody needs, per row.
+    assert [w.oid for w in walks] == [f"{entry}.2", f"{entry}.71"]
+    dense = _Plan((), ((entry, (f"{entry}.2", f"{entry}.3", f"{entry}.4"), 4),))
+    assert [w.oid for w in drv._plan_walks(dense)] == [entry]

@@ -526,7 +526,10 @@ class SnmpDriver:
             rows = 1 if known is None else known
             by_column = len(columns) * (rows // cap + 1)
             whole = (rows * last) // cap + 1
-            if len(columns) > 1 and whole < by_column:
+            # A table never seen may be long: walking its entry reads every column up to the
+            # last needed one, so do that only when the needed ones are most of that range.
+            sparse = known is None and 2 * len(columns) < last
+            if len(columns) > 1 and whole < by_column and not sparse:
                 bulk = self._bulk(known, rows * last + 1)
                 out.append(_Walk(entry, entry, f"{entry}.{last + 1}", last, columns, bulk))
             else:
