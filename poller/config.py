@@ -5,29 +5,31 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
+    ValidationInfo,
+    create_model,
     field_validator,
-    model_validator,
 )
 
+from poller import protocols
 from poller.config_values import (
     MAX_CONFIG_BYTES,
+    MAX_NAME,
+    Name,
+    StrictModel,
     decode_config,
     expand_env,
     load_yaml,
     parse_duration,
     parse_listen_address,
-    read_secret_files,
     split_address,
     yaml_error_message,
 )
@@ -41,7 +43,6 @@ _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 MAX_LABELS = 32
 MAX_LABEL_NAME = 64
 MAX_LABEL_VALUE = 256
-MAX_NAME = 128  # target, auth and profile names appear in every log line and series
 # Labels hwpoller sets itself; a static label of the same name would collide.
 RESERVED_LABELS = frozenset(
     {
@@ -92,134 +93,6 @@ Timeout = Annotated[
 Backoff = Annotated[
     float, BeforeValidator(parse_duration), AfterValidator(_within(1, 86400, "(1s to 1 day)"))
 ]
-Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
-
-_V3_ONLY = (
-    "username",
-    "security_level",
-    "auth_protocol",
-    "auth_password",
-    "auth_password_file",
-    "priv_protocol",
-    "priv_password",
-    "priv_password_file",
-    "allow_insecure_protocols",
-)
-_V12_ONLY = ("community", "community_file")
-
-
-def _snmp_version(value: Any) -> Any:
-    """The SNMP version as "1", "2c" or "3"; YAML's unquoted 1 and 3 are accepted as such."""
-    # bool is an int in Python: `version: true` must not silently mean version 1.
-    if isinstance(value, int) and not isinstance(value, bool) and value in (1, 3):
-        return str(value)
-    if isinstance(value, str) and value.strip() in ("1", "2c", "3"):
-        return value.strip()
-    if isinstance(value, bool):
-        raise ValueError(  # noqa: TRY004 - a ValueError is what pydantic reports with the path
-            f"version must be 1, 2c or 3, got {str(value).lower()} (YAML reads unquoted "
-            "true/false/yes/no/on/off as booleans)"
-        )
-    hint = " (write 2c for SNMPv2c)" if value in (2, "2", 2.0) else ""
-    raise ValueError(f"version must be 1, 2c or 3, got {value!r}{hint}")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-class SnmpAuth(_Strict):
-    """Named SNMP credentials (v1/v2c community or SNMPv3 USM user)."""
-
-    protocol: Literal["snmp"]
-    version: Annotated[Literal["1", "2c", "3"], BeforeValidator(_snmp_version)] = "2c"
-    community: SecretStr | None = None
-    username: Name | None = None
-    security_level: Literal["noAuthNoPriv", "authNoPriv", "authPriv"] | None = None
-    auth_protocol: Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] | None = None
-    auth_password: SecretStr | None = None
-    priv_protocol: Literal["DES", "AES", "AES192", "AES256"] | None = None
-    priv_password: SecretStr | None = None
-    # MD5 and DES are broken; they work only when the operator says so explicitly.
-    allow_insecure_protocols: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _files(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            # Keys of another version are refused before any secret file is read for them.
-            try:
-                version = _snmp_version(data.get("version", "2c"))
-            except ValueError:
-                version = None  # reported by the field validator
-            other = _V3_ONLY if version in ("1", "2c") else _V12_ONLY if version == "3" else ()
-            given = [k for k in other if k in data]
-            if given:
-                verb = "does" if len(given) == 1 else "do"
-                why = "only version 3 has users" if version != "3" else "version 3 has users"
-                raise ValueError(
-                    f"{', '.join(given)} {verb} not apply to SNMP version {version} ({why})"
-                )
-        return read_secret_files(data, ("community", "auth_password", "priv_password"))
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SnmpAuth:
-        if self.version in ("1", "2c"):
-            if self.community is None:
-                raise ValueError(f"SNMP v{self.version} needs community (or community_file)")
-            return self
-        if not self.username:
-            raise ValueError("SNMP version 3 needs username")
-        level = self.security_level or "authPriv"
-        needs_auth = level in ("authNoPriv", "authPriv")
-        if needs_auth and (self.auth_protocol is None or self.auth_password is None):
-            raise ValueError(f"security_level {level} needs auth_protocol and auth_password")
-        if level == "authPriv" and (self.priv_protocol is None or self.priv_password is None):
-            raise ValueError("security_level authPriv needs priv_protocol and priv_password")
-        for key in ("auth_password", "priv_password"):
-            secret = getattr(self, key)
-            if secret is not None and len(secret.get_secret_value()) < 8:
-                raise ValueError(f"{key} must be at least 8 characters (RFC 3414)")
-        weak = [p for p in (self.auth_protocol, self.priv_protocol) if p in ("MD5", "DES")]
-        if weak and not self.allow_insecure_protocols:
-            raise ValueError(
-                f"{' and '.join(weak)} are insecure; use SHA256 and AES, or set "
-                "allow_insecure_protocols: true"
-            )
-        return self
-
-    @property
-    def effective_security_level(self) -> str:
-        """The v3 security level, authPriv when left out."""
-        return self.security_level or "authPriv"
-
-
-class IpmiAuth(_Strict):
-    """Named IPMI (RMCP+) credentials."""
-
-    protocol: Literal["ipmi"]
-    username: Annotated[str, Field(max_length=MAX_NAME)] = ""
-    password: SecretStr | None = None
-    privilege: Literal["callback", "user", "operator", "administrator"] = "user"
-    # The BMC key (K_g) for RMCP+ two-key login, when the BMC has one set.
-    kg: SecretStr | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _files(cls, data: Any) -> Any:
-        return read_secret_files(data, ("password", "kg"))
-
-
-Auth = Annotated[SnmpAuth | IpmiAuth, Field(discriminator="protocol")]
-
-
-class IpmiOptions(_Strict):
-    """Per-target opt-ins to IPMI modes the security defaults refuse."""
-
-    # pyghmi never proposes cipher suite 0 (no authentication), so this only documents intent.
-    allow_cipher_suite_0: bool = False
-    allow_ipmi_v1_5: bool = False
-    allow_anonymous: bool = False
 
 
 def check_labels(labels: dict[str, str]) -> dict[str, str]:
@@ -248,7 +121,7 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
-class SensorLabelRule(_Strict):
+class SensorLabelRule(StrictModel):
     """Labels for the sensors whose name matches: a leak rope under rack B wired to a
     monitor in rack A says so in its name, and its series then carry rack="B"."""
 
@@ -270,20 +143,19 @@ class SensorLabelRule(_Strict):
         return check_labels(labels)
 
 
-class Target(_Strict):
-    """One device to poll."""
+class TargetBase(StrictModel):
+    """One device to poll: the keys every protocol has. Each protocol adds its own
+    (ProtocolSpec.target_fields) in Target, built from the registry below."""
 
     name: str = Field(pattern=_NAME_RE, max_length=MAX_NAME)
     address: Annotated[str, Field(max_length=300)]  # a 253-character host name and a port
-    protocol: Literal["snmp", "ipmi"]
+    protocol: str  # one of the registered protocols (a Literal in Target)
     auth: Name
     profile: Name | None = None
     interval: Interval | None = None
     timeout: Timeout | None = None
     retries: int | None = Field(default=None, ge=0, le=10)
-    max_repetitions: int | None = Field(default=None, ge=1, le=100)
     labels: dict[str, str] = Field(default_factory=dict)
-    ipmi: IpmiOptions = Field(default_factory=IpmiOptions)
 
     sensor_labels: list[SensorLabelRule] = Field(default_factory=list, max_length=200)
 
@@ -301,13 +173,20 @@ class Target(_Strict):
 
     @field_validator("address")
     @classmethod
-    def _address(cls, address: str) -> str:
-        split_address(address, 0)
+    def _address(cls, address: str, info: ValidationInfo) -> str:
+        protocol = info.data.get("protocol")
+        parse = protocols.get(protocol).parse_address if protocol in protocols.names() else None
+        (parse or split_address)(address, 0)
         return address
 
+    def protocol_key(self, key: str) -> object:
+        """The value of one of the protocol's own keys (ProtocolSpec.target_fields)."""
+        return getattr(self, key)
 
-class Settings(_Strict):
-    """Process-wide settings and per-target defaults."""
+
+class SettingsBase(StrictModel):
+    """Process-wide settings and per-target defaults every protocol shares. Each protocol
+    adds its own (ProtocolSpec.settings_fields) in Settings, built from the registry."""
 
     listen_address: str = "0.0.0.0:9730"
     # UDP address of the SNMP notification receiver (poller.notifications): a trap or inform
@@ -318,12 +197,8 @@ class Settings(_Strict):
     interval: Interval = 30.0
     timeout: Timeout | None = None  # default: 0.8 x interval
     retries: int = Field(default=1, ge=0, le=10)
-    max_repetitions: int = Field(default=10, ge=1, le=100)
     jitter: float = Field(default=0.1, ge=0, le=0.5)
     max_backoff: Backoff = 300.0
-    snmp_concurrency: int = Field(default=256, ge=1, le=65536)
-    # Each is an OS thread blocked in pyghmi; thousands would only exhaust memory.
-    ipmi_threads: int = Field(default=32, ge=1, le=1024)
     profile_dirs: list[str] = Field(default_factory=list)
     target_files: list[str] = Field(default_factory=list)  # file_sd-style target lists
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -334,8 +209,67 @@ class Settings(_Strict):
         parse_listen_address(address, 9730)
         return address
 
+    def protocol_key(self, key: str) -> object:
+        """The value of one of a protocol's own settings (ProtocolSpec.settings_fields)."""
+        return getattr(self, key)
 
-class Config(_Strict):
+    def is_set(self, key: str) -> bool:
+        """Whether the key was written in the config rather than defaulted."""
+        return key in self.model_fields_set
+
+
+def _protocol_fields(kind: str) -> dict[str, Any]:
+    """The keys the registered protocols add to targets or settings; two protocols may share
+    a settings key only when they define it alike."""
+    fields: dict[str, Any] = {}
+    for record in protocols.protocols():
+        own = record.target_fields if kind == "target" else record.settings_fields
+        for key, definition in own.items():
+            if key in fields and fields[key] != definition:  # pragma: no cover - a wiring bug
+                raise TypeError(f"{record.name} redefines the {kind} key {key!r}")
+            fields[key] = definition
+    return fields
+
+
+def _target_model() -> type[TargetBase]:
+    # Literal["snmp", "ipmi", ...]: the error for a wrong one names every choice.
+    choices: Any = cast(Any, Literal)[protocols.names()]
+    model: type[TargetBase] = create_model(
+        "Target",
+        __base__=TargetBase,
+        __doc__=TargetBase.__doc__,
+        protocol=(choices, ...),
+        **_protocol_fields("target"),
+    )
+    return model
+
+
+def _settings_model() -> type[SettingsBase]:
+    model: type[SettingsBase] = create_model(
+        "Settings",
+        __base__=SettingsBase,
+        __doc__=SettingsBase.__doc__,
+        **_protocol_fields("settings"),
+    )
+    return model
+
+
+# Annotated as the base classes for the type checker; at run time the models hold every
+# registered protocol's keys and the auth union every protocol's credentials.
+if TYPE_CHECKING:
+    Target = TargetBase
+    Settings = SettingsBase
+    Auth = BaseModel
+else:
+    Target = _target_model()
+    Settings = _settings_model()
+    Auth = Annotated[
+        Union[tuple(p.auth_model for p in protocols.protocols())],  # noqa: UP007
+        Field(discriminator="protocol"),
+    ]
+
+
+class Config(StrictModel):
     """The whole validated configuration."""
 
     settings: Settings = Field(default_factory=Settings)
@@ -343,26 +277,22 @@ class Config(_Strict):
     targets: list[Target] = Field(default_factory=list)
     source: str = ""  # the file it came from, for messages
 
-    def auth_for(self, target: Target) -> SnmpAuth | IpmiAuth:
+    def auth_for(self, target: TargetBase) -> BaseModel:
         """Return the credentials a target refers to."""
         return self.auths[target.auth]
 
-    def interval_for(self, target: Target) -> float:
+    def interval_for(self, target: TargetBase) -> float:
         """Polling interval of a target in seconds."""
         return target.interval or self.settings.interval
 
-    def timeout_for(self, target: Target) -> float:
+    def timeout_for(self, target: TargetBase) -> float:
         """Outer deadline of one poll of a target in seconds."""
         explicit = target.timeout or self.settings.timeout
         return explicit if explicit else 0.8 * self.interval_for(target)
 
-    def retries_for(self, target: Target) -> int:
+    def retries_for(self, target: TargetBase) -> int:
         """How many times a timed-out request is re-sent."""
         return self.settings.retries if target.retries is None else target.retries
-
-    def max_repetitions_for(self, target: Target) -> int:
-        """GETBULK max-repetitions for a target."""
-        return target.max_repetitions or self.settings.max_repetitions
 
 
 _MESSAGES = {
@@ -376,8 +306,8 @@ def _format_loc(loc: tuple[int | str, ...], raw: Any) -> str:
     parts: list[str] = []
     node = raw
     for i, item in enumerate(loc):
-        # Discriminated unions insert the tag ("snmp"/"ipmi") into the path: skip it.
-        if i == 2 and loc[0] == "auths" and item in ("snmp", "ipmi"):
+        # Discriminated unions insert the tag (the protocol) into the path: skip it.
+        if i == 2 and loc[0] == "auths" and item in protocols.names():
             continue
         if isinstance(item, int):
             label = f"[{item}]"
@@ -417,6 +347,16 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
             if name in seen:
                 problems.append(f"{where}.name: duplicate target name (also targets[{seen[name]}])")
             seen.setdefault(name, i)
+        own = protocols.by_name().get(str(target.get("protocol")))
+        for record in protocols.protocols():
+            if own is None or record is own:
+                continue
+            for key in record.target_fields:
+                if key in target and key not in own.target_fields:
+                    problems.append(
+                        f"{where}.{key}: applies to {record.name} targets only, this one's "
+                        f"protocol is {own.name}"
+                    )
         ref = target.get("auth")
         if isinstance(ref, str):
             auth = auths.get(ref)

@@ -8,9 +8,10 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 from yaml.composer import Composer, ComposerError
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -386,3 +387,13 @@ def _read_secret_file(file_key: str, path: str) -> str:
         raise ValueError(f"{file_key}: {path} is not valid UTF-8 text") from None
     # Secret files conventionally end with a newline; it is never part of the secret.
     return text.rstrip("\r\n")
+
+
+MAX_NAME = 128  # target, auth and profile names appear in every log line and series
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+
+
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors, values are frozen, strings stripped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)

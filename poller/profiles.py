@@ -1,53 +1,32 @@
-"""Device profiles as data: load mibs/*.yaml into Profile objects and match devices to them.
+"""Device profiles as data: load mibs/*.yaml (and user profile directories) for every protocol.
 
-A profile says which OIDs to GET and which table columns to walk, and how each value
-becomes a normalised Reading (see docs/profiles.md for the format, poller.profile_spec for
-its models). Evaluating a profile against fetched values is pure: no I/O happens here.
+Every profile file shares a header: `name`, `protocol` (snmp when left out), `description`,
+`include` (profiles whose content applies too, resolved here, at load time, for every
+protocol) and usually `match`. The rest of the file is the protocol's own (see
+ProtocolSpec.profile_model); the protocol's compile_profile turns it into what its drivers
+use. docs/profiles.md describes the formats.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Protocol, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from poller import protocols
 from poller.errors import ProfileError
-from poller.ipmi_profiles import IpmiProfile
-from poller.profile_spec import (
-    Condition,
-    Fallback,
-    LocationRule,
-    MatchSpec,
-    MetricSpec,
-    RawValue,
-    Ref,
-    SnmpProfile,
-)
 
 __all__ = [
     "BUILTIN_PROFILE_DIR",
-    "PROFILE_MODELS",
-    "SYS_DESCR",
-    "SYS_OBJECT_ID",
-    "Condition",
-    "Fallback",
-    "LocationRule",
-    "MatchSpec",
-    "MetricSpec",
-    "Profile",
+    "LoadedProfile",
     "ProfileSet",
-    "RawValue",
-    "Ref",
-    "SnmpProfile",
     "load_profiles",
-    "oid_key",
 ]
+
+P = TypeVar("P")
 
 
 def _builtin_profile_dir() -> Path:
@@ -58,45 +37,53 @@ def _builtin_profile_dir() -> Path:
 
 
 BUILTIN_PROFILE_DIR = _builtin_profile_dir()
-SYS_DESCR = "1.3.6.1.2.1.1.1.0"
-SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 
 
-@dataclass(frozen=True)
-class Profile:
-    """A loaded profile with its includes resolved."""
-
-    spec: SnmpProfile
-    source: str
-    metrics: tuple[MetricSpec, ...]
-    # Every profile this one includes, directly or through nested includes.
-    included: frozenset[str] = frozenset()
+class LoadedProfile(Protocol):
+    """A profile ready for use, whatever its protocol."""
 
     @property
     def name(self) -> str:
         """The profile's name, as used in a target's `profile:`."""
-        return self.spec.name
+        ...
 
-    @cached_property
-    def scalar_oids(self) -> tuple[str, ...]:
-        """Sorted OIDs to GET on each poll."""
-        oids: set[str] = {r.oid for r in self.spec.info.values() if r.oid is not None}
-        for metric in self.metrics:
-            oids |= metric.scalar_oids()
-        return tuple(sorted(oids, key=oid_key))
+    @property
+    def protocol(self) -> str:
+        """The protocol whose targets it applies to."""
+        ...
 
-    @cached_property
-    def column_oids(self) -> tuple[str, ...]:
-        """Sorted table column OIDs to walk on each poll."""
-        cols: set[str] = set()
-        for metric in self.metrics:
-            cols |= metric.column_oids()
-        return tuple(sorted(cols, key=oid_key))
+    @property
+    def description(self) -> str:
+        """One line for `hwpoller profiles`."""
+        ...
+
+    @property
+    def source(self) -> str:
+        """The file it was read from."""
+        ...
+
+    @property
+    def included(self) -> frozenset[str]:
+        """Every profile it includes, directly or through nested includes."""
+        ...
+
+    @property
+    def spec(self) -> BaseModel:
+        """The validated profile file."""
+        ...
 
 
-def oid_key(oid: str) -> tuple[int, ...]:
-    """Sort key that orders OIDs numerically, as agents do."""
-    return tuple(int(p) for p in oid.split("."))
+class _Header(BaseModel):
+    """The keys every profile file has, read first to route it to its protocol's model."""
+
+    model_config = {"extra": "ignore"}
+
+    name: str = ""
+    protocol: str = "snmp"
+    include: list[str] = []
+    # Profiles whose readings of the same kind this one's replace (protocols that merge
+    # several profiles per device); each must exist.
+    supersedes: list[str] = []
 
 
 def _format_errors(source: str, exc: ValidationError) -> str:
@@ -108,14 +95,10 @@ def _format_errors(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-# Parsers per `protocol:` value of a profile file. Other protocols register here.
-PROFILE_MODELS: dict[str, type[BaseModel]] = {"snmp": SnmpProfile, "ipmi": IpmiProfile}
-
-
 class ProfileSet:
-    """All profiles known to the process, by name, with device matching."""
+    """All profiles known to the process, by name."""
 
-    def __init__(self, profiles: Mapping[str, Any]) -> None:
+    def __init__(self, profiles: Mapping[str, LoadedProfile]) -> None:
         self._all = dict(profiles)
 
     @property
@@ -123,126 +106,113 @@ class ProfileSet:
         """Names of every loaded profile."""
         return frozenset(self._all)
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str) -> LoadedProfile:
         """Return a profile by name (KeyError if absent)."""
         return self._all[name]
 
-    def of_protocol(self, protocol: str) -> list[Any]:
-        """Profiles of one protocol, sorted by name."""
-        return [p for _, p in sorted(self._all.items()) if p.spec.protocol == protocol]
-
-    def snmp(self, name: str) -> Profile:
-        """Return an SNMP profile by name."""
+    def typed(self, name: str, kind: type[P]) -> P:
+        """A profile by name as its protocol's type (KeyError if absent or of another)."""
         profile = self._all[name]
-        if not isinstance(profile, Profile):
+        if not isinstance(profile, kind):
             raise KeyError(name)
         return profile
 
-    def snmp_candidates(self, sys_object_id: str, sys_descr: str) -> list[Profile]:
-        """Standalone SNMP profiles whose identity test holds, in precedence order.
+    def of_protocol(self, protocol: str) -> list[LoadedProfile]:
+        """Profiles of one protocol, sorted by name."""
+        return [p for _, p in sorted(self._all.items()) if p.protocol == protocol]
 
-        The order decides which of two sources of one series wins: a longer sysObjectID
-        prefix first, then a sysDescr match, then profiles recognised only by their MIB's
-        objects, generic (`fallback`) MIBs last, by name within each rank. Those with a
-        presence test (oid_exists, subtree) are still to be probed by the caller.
-        """
-        ranked: list[tuple[tuple[int, int, str], Profile]] = []
-        for profile in self.of_protocol("snmp"):
-            match = profile.spec.match
-            if not match.standalone:
-                continue
-            rank = 2
-            if match.has_identity:
-                lengths = [
-                    len(p)
-                    for p in match.sys_object_id
-                    if sys_object_id == p or sys_object_id.startswith(p + ".")
-                ]
-                if lengths:
-                    rank = -max(lengths)
-                elif any(re.search(p, sys_descr) for p in match.sys_descr):
-                    rank = 1
-                else:
-                    continue
-            ranked.append(((int(match.fallback), rank, profile.name), profile))
-        ranked.sort(key=lambda item: item[0])
-        return [p for _, p in ranked]
+    def of_type(self, kind: type[P]) -> list[P]:
+        """Profiles of one loaded type (one protocol's), sorted by name."""
+        return [p for _, p in sorted(self._all.items()) if isinstance(p, kind)]
+
+    def fingerprint(self, protocol: str) -> tuple[tuple[str, BaseModel], ...]:
+        """What a reload compares to tell whether one protocol's profiles changed."""
+        return tuple((p.name, p.spec) for p in self.of_protocol(protocol))
+
+
+def _read(path: Path, problems: list[str]) -> tuple[BaseModel, _Header] | None:
+    """One profile file validated by its protocol's model, or None (problem noted)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        problems.append(f"{path}: cannot read profile: {exc}")
+        return None
+    if not isinstance(raw, dict):
+        problems.append(f"{path}: a profile must be a mapping")
+        return None
+    try:
+        header = _Header.model_validate(raw)
+    except ValidationError as exc:
+        problems.append(_format_errors(str(path), exc))
+        return None
+    known = protocols.by_name()
+    if header.protocol not in known:
+        choices = ", ".join(known)
+        problems.append(
+            f"{path}: protocol: unknown protocol {raw.get('protocol')!r} (one of {choices})"
+        )
+        return None
+    try:
+        spec = known[header.protocol].profile_model.model_validate(raw)
+    except ValidationError as exc:
+        problems.append(_format_errors(str(path), exc))
+        return None
+    return spec, header
+
+
+_Specs = Mapping[str, tuple[BaseModel, _Header, str]]
+
+
+def _includes(name: str, specs: _Specs, chain: tuple[str, ...]) -> list[str]:
+    """Every profile `name` includes, depth first, each once; ProfileError on a loop, a
+    missing profile or one of another protocol."""
+    order: list[str] = []
+    protocol = specs[name][1].protocol
+    for included in specs[name][1].include:
+        if included in chain or included == name:
+            raise ProfileError(f"include loop: {' -> '.join([*chain, name, included])}")
+        if included not in specs:
+            raise ProfileError(f"include: no profile named {included!r}")
+        other = specs[included][1].protocol
+        if other != protocol:
+            raise ProfileError(f"include: {included!r} is a {other} profile, not {protocol}")
+        for found in [included, *_includes(included, specs, (*chain, name))]:
+            if found not in order:
+                order.append(found)
+    return order
 
 
 def load_profiles(dirs: Iterable[str | Path] = ()) -> ProfileSet:
-    """Load the built-in profiles and those in `dirs`; later directories override by name."""
-    specs: dict[str, tuple[BaseModel, str]] = {}
+    """Load the built-in profiles and those in `dirs`; later directories override by name.
+
+    Every problem of every file is reported at once, as one ProfileError.
+    """
+    specs: dict[str, tuple[BaseModel, _Header, str]] = {}  # name -> spec, header, source
     problems: list[str] = []
     for directory in [BUILTIN_PROFILE_DIR, *map(Path, dirs)]:
         if not directory.is_dir():
             problems.append(f"{directory}: profile directory does not exist")
             continue
         for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
-            try:
-                raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError) as exc:
-                problems.append(f"{path}: cannot read profile: {exc}")
-                continue
-            if not isinstance(raw, dict):
-                problems.append(f"{path}: a profile must be a mapping")
-                continue
-            model = PROFILE_MODELS.get(str(raw.get("protocol", "snmp")))
-            if model is None:
-                problems.append(f"{path}: protocol: unknown protocol {raw.get('protocol')!r}")
-                continue
-            try:
-                spec = model.model_validate(raw)
-            except ValidationError as exc:
-                problems.append(_format_errors(str(path), exc))
-                continue
-            specs[spec.name] = (spec, str(path))  # type: ignore[attr-defined]
-    profiles: dict[str, Any] = {}
-    for name, (spec, source) in specs.items():
-        if isinstance(spec, SnmpProfile):
-            try:
-                metrics = _resolve_includes(name, specs, [])
-            except ProfileError as exc:
-                problems.append(f"{source}: {exc}")
-                continue
-            included = frozenset(_include_closure(name, specs)) - {name}
-            missing = [n for n in spec.supersedes if n not in specs]
-            if missing:
-                problems.append(f"{source}: supersedes: no profile named {missing[0]!r}")
-                continue
-            profiles[name] = Profile(spec=spec, source=source, metrics=metrics, included=included)
-        else:
-            profiles[name] = spec
+            read = _read(path, problems)
+            if read is not None:
+                specs[read[1].name] = (read[0], read[1], str(path))
+    loaded: dict[str, LoadedProfile] = {}
+    known = protocols.by_name()
+    for name, (spec, header, source) in specs.items():
+        missing = [n for n in header.supersedes if n not in specs]
+        if missing:
+            problems.append(f"{source}: supersedes: no profile named {missing[0]!r}")
+            continue
+        try:
+            order = _includes(name, specs, ())
+            loaded[name] = known[header.protocol].compile_profile(
+                spec, source, [specs[n][0] for n in order]
+            )
+        except ProfileError as exc:
+            problems.append(f"{source}: {exc}")
+        except ValueError as exc:
+            problems.append(f"{source}: {exc}")
     if problems:
         raise ProfileError("\n".join(problems))
-    return ProfileSet(profiles)
-
-
-def _resolve_includes(
-    name: str, specs: Mapping[str, tuple[BaseModel, str]], chain: list[str]
-) -> tuple[MetricSpec, ...]:
-    if name in chain:
-        raise ProfileError(f"include loop: {' -> '.join([*chain, name])}")
-    if name not in specs:
-        raise ProfileError(f"include: no profile named {name!r}")
-    spec = specs[name][0]
-    if not isinstance(spec, SnmpProfile):
-        raise ProfileError(f"include: {name!r} is not an SNMP profile")
-    metrics = list(spec.metrics)
-    for included in spec.include:
-        metrics.extend(_resolve_includes(included, specs, [*chain, name]))
-    return tuple(metrics)
-
-
-def _include_closure(name: str, specs: Mapping[str, tuple[BaseModel, str]]) -> set[str]:
-    """The profile and everything it includes (already checked for loops and gaps)."""
-    seen: set[str] = set()
-    todo = [name]
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        spec = specs[current][0]
-        if isinstance(spec, SnmpProfile):
-            todo.extend(spec.include)
-    return seen
+    return ProfileSet(loaded)

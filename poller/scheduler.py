@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from poller import protocols
 from poller.config import Config, Target
-from poller.drivers import Driver, DriverContext, PollSpec, driver_for
+from poller.driver import Driver, DriverContext, PollSpec, driver_for
 from poller.errors import DeviceError, DeviceTimeoutError
 from poller.model import DeviceData, PollResult
 from poller.profiles import ProfileSet
@@ -83,6 +84,11 @@ class TargetRunner:
         # Set by poll_soon(): ends the run loop's sleep early.
         self._wake = asyncio.Event()
         self._last_extra: float | None = None
+
+    def retune(self, jitter: float, max_backoff: float) -> None:
+        """Take new jitter and backoff settings without restarting."""
+        self._jitter = jitter
+        self._max_backoff = max_backoff
 
     def inherit(self, previous: TargetRunner) -> None:
         """Continue the up/down bookkeeping of the runner this one replaces."""
@@ -289,9 +295,7 @@ class Scheduler:
         self._runners: dict[str, TargetRunner] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._config = config
-        self.context = DriverContext(
-            profiles, config.settings.snmp_concurrency, config.settings.ipmi_threads
-        )
+        self.context = DriverContext(profiles, config.settings)
 
     @property
     def runners(self) -> dict[str, TargetRunner]:
@@ -317,43 +321,59 @@ class Scheduler:
         """Register every target in the store and start polling."""
         await self.apply(self._config)
 
-    async def apply(self, config: Config, profiles: ProfileSet | None = None) -> None:
-        """Bring the running targets in line with a (new) config; unchanged ones keep going,
-        with their sessions, and replaced ones keep their up/down state so that a reload does
-        not log every down target again."""
-        old_profiles = self.context.profiles
-        profiles_changed = profiles is not None and (
-            profiles.names != old_profiles.names
-            or any(profiles.get(n) != old_profiles.get(n) for n in profiles.names)
-        )
-        if profiles is not None:
-            self.context.profiles = profiles
+    async def apply(self, config: Config, profiles: ProfileSet | None = None) -> int:
+        """Bring the running targets in line with a (new) config and return how many runners
+        were (re)started. A target keeps its runner, and so its session (a BMC login), unless
+        what it polls changed: its own resolved settings, its protocol's profiles or its
+        protocol's shared settings (a concurrency cap). Labels, jitter and backoff change in
+        place. Replaced runners keep their up/down state, so a reload does not log every
+        down target again."""
         old = self._config
+        changed: set[str] = set()  # protocols whose runners all restart
+        if profiles is not None:
+            before = self.context.profiles
+            changed |= {
+                p for p in protocols.names() if profiles.fingerprint(p) != before.fingerprint(p)
+            }
+            self.context.profiles = profiles
+        for record in protocols.protocols():
+            keys = record.settings_fields
+            if any(old.settings.protocol_key(k) != config.settings.protocol_key(k) for k in keys):
+                changed.add(record.name)
+        self.context.settings = config.settings
+        for name in changed:
+            if protocols.get(name).resource is not None:
+                self.context.drop_resource(name)
         self._config = config
         wanted = {t.name: t for t in config.targets}
         carried: dict[str, TargetRunner] = {}
         for name in list(self._runners):
             target = wanted.get(name)
-            unchanged = (
+            runner = self._runners[name]
+            if (
                 target is not None
-                and not profiles_changed
-                and PollSpec.from_config(config, target) == self._runners[name].spec
-                and target.labels == self._runners[name].labels
-                and old.settings == config.settings
-            )
-            if not unchanged:
-                carried[name] = self._runners[name]
-                await self._stop_target(name)
+                and target.protocol not in changed
+                and PollSpec.from_config(config, target) == runner.spec
+            ):
+                runner.labels = dict(target.labels)
+                runner.retune(config.settings.jitter, config.settings.max_backoff)
+                continue
+            carried[name] = runner
+            await self._stop_target(name)
         self._store.retain(set(wanted))
+        started = 0
         for name, target in wanted.items():
+            # Labels and sensor_labels may have changed for a kept runner too.
+            self._store.register(name, target.protocol, target.labels, target.sensor_label_rules())
             if name in self._runners:
                 continue
-            self._store.register(name, target.protocol, target.labels, target.sensor_label_rules())
             runner = self._runner(config, target)
             if name in carried:
                 runner.inherit(carried[name])
             self._runners[name] = runner
             self._start_task(name, runner)
+            started += 1
+        return started
 
     def _start_task(
         self, name: str, runner: TargetRunner, first_delay: float | None = None

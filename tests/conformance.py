@@ -25,12 +25,12 @@ from typing import Any
 import yaml
 
 from poller.config import Config
-from poller.drivers import DriverContext, PollSpec
-from poller.drivers.snmp import SnmpDriver
+from poller.driver import DriverContext, PollSpec
 from poller.model import PollResult, Quantity, Reading
 from poller.profiles import ProfileSet, load_profiles
 from poller.scheduler import TargetRunner
 from poller.simulator.snmpsim import SnmpSim
+from poller.snmp.driver import SnmpDriver
 from poller.store import Store
 from tests.util import golden_exposition, snmp_config
 
@@ -178,7 +178,7 @@ async def _poll(config: Config, profiles: ProfileSet) -> tuple[PollResult, int]:
     """One poll through the scheduler's path; also how many requests detection took."""
     target = config.targets[0]
     spec = PollSpec.from_config(config, target)
-    context = DriverContext(profiles, 16, 1)
+    context = DriverContext(profiles)
     driver = SnmpDriver(spec, context)
     store = Store()
     store.register(target.name, target.protocol, target.labels)

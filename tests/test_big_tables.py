@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from poller.drivers import DriverContext, PollSpec
-from poller.drivers.snmp import MAX_TABLE_ROWS, SnmpDriver
+from poller.driver import DriverContext, PollSpec
 from poller.exporter import exposition
 from poller.model import DeviceData, PollResult
 from poller.profiles import load_profiles
 from poller.simulator.replay import ReplayAgent
+from poller.snmp.driver import MAX_TABLE_ROWS, SnmpDriver
 from poller.store import Store
 from tests.util import snmp_config
 
@@ -41,7 +41,7 @@ def sensor_table(path: Path, rows: int, extra_rows: int = 0) -> None:
 async def _poll_twice(port: int, community: str) -> tuple[DeviceData, DeviceData, int]:
     config = snmp_config(port, community, timeout="24s", interval="30s", retries=0)
     spec = PollSpec.from_config(config, config.targets[0])
-    driver = SnmpDriver(spec, DriverContext(load_profiles(), 16, 1))
+    driver = SnmpDriver(spec, DriverContext(load_profiles()))
     try:
         first = await driver.poll()
         second = await driver.poll()

@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import pytest
 from pydantic import SecretStr
 
-from poller.config import SnmpAuth
-from poller.drivers import snmp as snmp_driver
-from poller.drivers.snmp import GufoTransport
 from poller.errors import DeviceTimeoutError
-from poller.profiles import SYS_OBJECT_ID
 from poller.simulator import room as room_module
 from poller.simulator.room import SimulatedRoom
+from poller.snmp import driver as snmp_driver
+from poller.snmp.auth import SnmpAuth
+from poller.snmp.driver import GufoTransport
+from poller.snmp.profile import SYS_OBJECT_ID
 from tests.peers import V3_AUTH, V3_PRIV, V3_USER, Snmpd
 
 pytestmark = pytest.mark.integration

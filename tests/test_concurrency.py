@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from poller.config import SnmpAuth
-from poller.drivers.snmp import GufoTransport
 from poller.errors import DeviceTimeoutError
+from poller.snmp.auth import SnmpAuth
+from poller.snmp.driver import GufoTransport
 from tests.peers import UdpResponder
 
 pytestmark = pytest.mark.integration

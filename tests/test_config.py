@@ -9,7 +9,9 @@ import pytest
 from poller.cli import main
 from poller.config import load_config, parse_config
 from poller.config_values import parse_duration, split_address
+from poller.driver import PollSpec
 from poller.errors import ConfigError
+from poller.snmp.auth import SnmpOptions
 
 GOOD = """
 settings:
@@ -72,7 +74,10 @@ def test_valid_config_resolves_secrets_and_defaults(good_text: str) -> None:
     assert config.timeout_for(ups) == pytest.approx(24.0)  # 0.8 x interval
     assert config.interval_for(env) == 60.0
     assert config.retries_for(env) == 2
-    assert config.max_repetitions_for(env) == 5
+    options = PollSpec.from_config(config, env).options
+    assert isinstance(options, SnmpOptions)
+    assert options.max_repetitions == 5
+    assert options.max_repetitions_fixed
     assert bmc.protocol == "ipmi"
     # Secrets never show in a dump or repr of the config.
     dumped = repr(config) + str(config.model_dump())

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from poller import cli
+from poller import app
 from poller.cli import main
 from poller.config import Config, load_config, parse_config
 from poller.config_values import MAX_ALIAS_NODES, MAX_CONFIG_BYTES, MAX_SECRET_FILE_BYTES
@@ -390,8 +390,9 @@ class FakeScheduler:
     def __init__(self) -> None:
         self.applied: list[Config] = []
 
-    async def apply(self, config: Config, profiles: Any) -> None:
+    async def apply(self, config: Config, profiles: Any) -> int:
         self.applied.append(config)
+        return len(config.targets)
 
 
 def test_reload_reads_the_file_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -401,7 +402,7 @@ def test_reload_reads_the_file_off_the_event_loop(monkeypatch: pytest.MonkeyPatc
         time.sleep(1.0)  # a big file, a slow disk
         return good, None
 
-    monkeypatch.setattr(cli, "load_all", slow_load_all)
+    monkeypatch.setattr(app, "load_all", slow_load_all)
     scheduler = FakeScheduler()
 
     async def scenario() -> float:
@@ -416,7 +417,7 @@ def test_reload_reads_the_file_off_the_event_loop(monkeypatch: pytest.MonkeyPatc
                 last = now
 
         tick = asyncio.create_task(ticker())
-        result = await cli.reload_config("hw.yml", scheduler)  # type: ignore[arg-type]
+        result = await app.reload_config("hw.yml", scheduler)  # type: ignore[arg-type]
         tick.cancel()
         assert result is good
         return max(gaps)
@@ -433,7 +434,7 @@ def test_failed_reload_keeps_the_running_config(
     cfg.write_text(billion_laughs())
     scheduler = FakeScheduler()
     started = time.perf_counter()
-    assert asyncio.run(cli.reload_config(str(cfg), scheduler)) is None  # type: ignore[arg-type]
+    assert asyncio.run(app.reload_config(str(cfg), scheduler)) is None  # type: ignore[arg-type]
     assert time.perf_counter() - started < 1.0
     assert scheduler.applied == []
     assert "reload failed, keeping the running config" in caplog.text
@@ -446,8 +447,8 @@ def test_reload_survives_an_unexpected_error(
     def broken(path: str) -> tuple[Config, Any]:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(cli, "load_all", broken)
+    monkeypatch.setattr(app, "load_all", broken)
     scheduler = FakeScheduler()
-    assert asyncio.run(cli.reload_config("hw.yml", scheduler)) is None  # type: ignore[arg-type]
+    assert asyncio.run(app.reload_config("hw.yml", scheduler)) is None  # type: ignore[arg-type]
     assert scheduler.applied == []
     assert "reload failed unexpectedly, keeping the running config" in caplog.text

@@ -100,7 +100,7 @@ def test_sensor_labels_move_a_sensor_to_its_own_rack() -> None:
 def test_non_snmp_readings_are_checked_too() -> None:
     import asyncio
 
-    from poller.drivers import Checked
+    from poller.driver import Checked
 
     class Fake:
         async def poll(self) -> DeviceData:

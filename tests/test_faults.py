@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from poller.config import parse_config
-from poller.drivers import Driver, DriverContext, PollSpec, driver_for
+from poller.driver import Driver, DriverContext, PollSpec, driver_for
 from poller.model import DeviceData
 from poller.profiles import ProfileSet, load_profiles
 from poller.scheduler import Scheduler

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from poller.drivers import DriverContext, PollSpec, ipmi_sdr
-from poller.drivers import ipmi as ipmi_driver
-from poller.drivers.ipmi import THRESHOLD_REFRESH, IpmiDriver
+from poller.driver import DriverContext, PollSpec
+from poller.ipmi import driver as ipmi_driver
+from poller.ipmi import sdr as ipmi_sdr
+from poller.ipmi.driver import THRESHOLD_REFRESH, IpmiDriver
 from poller.profiles import load_profiles
 from poller.scheduler import TargetRunner
 from poller.store import Store
@@ -75,7 +76,7 @@ def test_thresholds_read_on_first_poll_right_after_boot(
     config = ipmi_config(sim)
     target = config.targets[0]
     spec = PollSpec.from_config(config, target)
-    context = DriverContext(load_profiles(), 16, 4)
+    context = DriverContext(load_profiles())
     store = Store()
     store.register(target.name, target.protocol, target.labels)
     driver = IpmiDriver(spec, context)

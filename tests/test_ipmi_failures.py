@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from poller.config import Config
-from poller.drivers import DriverContext, PollSpec
-from poller.drivers.ipmi import IpmiDriver
+from poller.driver import DriverContext, PollSpec
+from poller.ipmi.driver import IpmiDriver
 from poller.model import PollResult
 from poller.profiles import load_profiles
 from poller.scheduler import TargetRunner
@@ -41,7 +41,7 @@ async def with_runner(
     """Run `body` with a runner whose driver persists across polls, then close it."""
     target = config.targets[0]
     spec = PollSpec.from_config(config, target)
-    context = DriverContext(load_profiles(), 16, 4)
+    context = DriverContext(load_profiles())
     store = Store()
     store.register(target.name, target.protocol, target.labels)
     driver = IpmiDriver(spec, context)

@@ -10,11 +10,11 @@ from pyghmi.ipmi import sdr as pyghmi_sdr
 from pyghmi.ipmi.private import constants as pyghmi_constants
 
 from poller.config import parse_config
-from poller.drivers import ipmi_sdr as sdr
-from poller.drivers.ipmi_readings import normalize_sensors, state_of
-from poller.drivers.ipmi_session import REFUSED_V15, Response, classify_login_error
 from poller.errors import ProfileError
-from poller.ipmi_profiles import IpmiProfile, locate, match_ipmi, resolve_rules
+from poller.ipmi import sdr
+from poller.ipmi.profile import LoadedIpmiProfile, locate, match_ipmi
+from poller.ipmi.readings import normalize_sensors, state_of
+from poller.ipmi.session import REFUSED_V15, Response, classify_login_error
 from poller.model import LimitType, Location, State
 from poller.profiles import ProfileSet, load_profiles
 from tests.ipmisim import full_record
@@ -40,9 +40,9 @@ def profiles() -> ProfileSet:
     ],
 )
 def test_profile_by_manufacturer_id(profiles: ProfileSet, manufacturer: int, profile: str) -> None:
-    found = match_ipmi(profiles.of_protocol("ipmi"), manufacturer)
+    found = match_ipmi(profiles.of_type(LoadedIpmiProfile), manufacturer)
     assert found is not None and found.name == profile
-    assert isinstance(profiles.get(profile), IpmiProfile)
+    assert isinstance(profiles.get(profile), LoadedIpmiProfile)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_profile_by_manufacturer_id(profiles: ProfileSet, manufacturer: int, pro
 def test_location_rules(
     profiles: ProfileSet, profile: str, name: str, entity: int, location: Location
 ) -> None:
-    rules = resolve_rules(profiles.get(profile), profiles.get)
+    rules = profiles.typed(profile, LoadedIpmiProfile).rules
     assert locate(rules, name, entity) == location
 
 
@@ -102,7 +102,7 @@ def test_normalize_omits_missing_and_flags_stopped_fan(profiles: ProfileSet) -> 
         (0, 6): sdr.SensorValue(77.0, Health.Ok, 0),
     }
     limits = {(0, 2): {LimitType.LOW_CRITICAL: 300.0}}
-    rules = resolve_rules(profiles.get("ipmi-generic"), profiles.get)
+    rules = profiles.typed("ipmi-generic", LoadedIpmiProfile).rules
     out = {
         (r.quantity.value, r.sensor, r.limit_type or r.hw_type): r.state or r.value
         for r in normalize_sensors(sensors, values, limits, rules)

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.integration
 SCRIPT = textwrap.dedent(
     """
     import asyncio, resource, sys
-    from poller.cli import raise_open_files_limit
-    from poller.config import SnmpAuth
-    from poller.drivers.snmp import GufoTransport
+    from poller.app import raise_open_files_limit
+    from poller.snmp.auth import SnmpAuth
+    from poller.snmp.driver import GufoTransport
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))

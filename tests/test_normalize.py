@@ -9,8 +9,9 @@ import yaml
 from pydantic import ValidationError
 
 from poller.model import Location, Quantity, Reading
-from poller.normalize import Fetched, normalize
-from poller.profiles import Profile, ProfileSet, SnmpProfile
+from poller.profiles import ProfileSet
+from poller.snmp.evaluate import Fetched, normalize
+from poller.snmp.profile import Profile, SnmpProfile, candidates
 
 T = "1.3.6.1.4.1.9999.1.1"  # a table entry OID used throughout
 
@@ -310,7 +311,7 @@ def test_candidates_rank_sys_object_id_then_presence_then_generic() -> None:
         "vendor": "name: vendor\nmatch: {sys_object_id: [1.3.6.1.4.1.318.1.3.8]}",
     }
     profiles = ProfileSet({name: profile(text) for name, text in specs.items()})
-    names = [p.name for p in profiles.snmp_candidates("1.3.6.1.4.1.99.1", "")]
+    names = [p.name for p in candidates(profiles, "1.3.6.1.4.1.99.1", "")]
     assert names == ["zzz-ups", "aaa-generic"]
-    names = [p.name for p in profiles.snmp_candidates("1.3.6.1.4.1.318.1.3.8.4", "")]
+    names = [p.name for p in candidates(profiles, "1.3.6.1.4.1.318.1.3.8.4", "")]
     assert names == ["vendor", "zzz-ups", "aaa-generic"]

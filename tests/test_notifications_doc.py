@@ -8,7 +8,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from poller.notifications import REJECTS, RESULTS, NotificationCounters
+from poller.snmp.notifications import REJECTS, RESULTS, NotificationCounters
 from tests.util import promtool_check_metrics
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"

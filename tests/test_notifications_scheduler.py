@@ -9,7 +9,7 @@ from collections.abc import Callable
 import yaml
 
 from poller.config import parse_config
-from poller.drivers import PollSpec
+from poller.driver import PollSpec
 from poller.model import DeviceData, DeviceInfo, Quantity, Reading
 from poller.scheduler import EXTRA_POLL_GAP, TargetRunner
 from poller.store import Store

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from poller.config import parse_config
-from poller.drivers import Driver, DriverContext, PollSpec
+from poller.driver import Driver, DriverContext, PollSpec
 from poller.errors import AuthError
 from poller.model import DeviceData, DeviceInfo, Quantity, Reading
 from poller.profiles import load_profiles

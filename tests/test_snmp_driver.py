@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from poller.drivers import DriverContext, PollSpec
-from poller.drivers.snmp import SnmpDriver
+from poller.driver import DriverContext, PollSpec
 from poller.errors import DeviceTimeoutError, ProtocolError, UnsupportedError
-from poller.profiles import SYS_DESCR, SYS_OBJECT_ID, load_profiles
+from poller.profiles import load_profiles
+from poller.snmp.driver import SnmpDriver
+from poller.snmp.profile import SYS_DESCR, SYS_OBJECT_ID
 from tests.util import snmp_config
 
 RawValue = None | str | bytes | int | float
@@ -72,7 +73,7 @@ UPS = {
 def driver(transport: FakeTransport, profile: str | None = None) -> SnmpDriver:
     config = snmp_config(161, "c", profile=profile)
     spec = PollSpec.from_config(config, config.targets[0])
-    return SnmpDriver(spec, DriverContext(load_profiles(), 4, 1), transport)
+    return SnmpDriver(spec, DriverContext(load_profiles()), transport)
 
 
 def test_detects_by_presence_and_reads_values() -> None:
@@ -178,7 +179,7 @@ def test_configured_max_repetitions_is_a_cap() -> None:
     fake = FakeTransport(values)
     config = snmp_config(161, "c", profile="rfc1628-ups", max_repetitions=5)
     spec = PollSpec.from_config(config, config.targets[0])
-    drv = SnmpDriver(spec, DriverContext(load_profiles(), 4, 1), fake)
+    drv = SnmpDriver(spec, DriverContext(load_profiles()), fake)
     for _ in range(3):
         asyncio.run(drv.poll())
     assert max(b for b in fake.bulks.values() if b is not None) <= 5
@@ -193,7 +194,7 @@ def test_get_splits_when_the_agent_answers_too_big() -> None:
     with agent:
         config = snmp_config(agent.port, "apc-smartups", profile="apc-ups")
         spec = PollSpec.from_config(config, config.targets[0])
-        drv = SnmpDriver(spec, DriverContext(load_profiles(), 4, 1))
+        drv = SnmpDriver(spec, DriverContext(load_profiles()))
         try:
             first = asyncio.run(drv.poll())
             again = asyncio.run(drv.poll())
@@ -204,7 +205,7 @@ def test_get_splits_when_the_agent_answers_too_big() -> None:
     with ReplayAgent({"apc-smartups": RECORDINGS / "apc-smartups.snmprec"}) as roomy:
         config = snmp_config(roomy.port, "apc-smartups", profile="apc-ups")
         spec = PollSpec.from_config(config, config.targets[0])
-        ref = SnmpDriver(spec, DriverContext(load_profiles(), 4, 1))
+        ref = SnmpDriver(spec, DriverContext(load_profiles()))
         try:
             expected = asyncio.run(ref.poll())
         finally:
@@ -214,7 +215,7 @@ def test_get_splits_when_the_agent_answers_too_big() -> None:
 
 
 def test_unseen_wide_table_with_few_needed_columns_is_walked_by_column() -> None:
-    from poller.drivers.snmp import _Plan
+    from poller.snmp.driver import _Plan
 
     drv = driver(FakeTransport(dict(UPS)), profile="rfc1628-ups")
     entry = "1.3.6.1.4.1.99.1.1"

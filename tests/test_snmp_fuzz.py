@@ -18,10 +18,10 @@ from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api, rfc1902, rfc1905
 
 from poller.config import parse_config
-from poller.drivers import DriverContext, PollSpec
-from poller.drivers.snmp import SnmpDriver
+from poller.driver import DriverContext, PollSpec
 from poller.errors import REASONS, DeviceError
 from poller.profiles import ProfileSet, load_profiles
+from poller.snmp.driver import SnmpDriver
 from tests.hostile import PANIC_REPLY, Responder
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -136,7 +136,7 @@ def poll_against(
     }
     config = parse_config(yaml.safe_dump(doc))
     spec = PollSpec.from_config(config, config.targets[0])
-    driver = SnmpDriver(spec, DriverContext(profiles, 4, 1))
+    driver = SnmpDriver(spec, DriverContext(profiles))
     peer.answer = answer
 
     async def go() -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from poller.config import Config, parse_config
-from poller.drivers import DriverContext, PollSpec, driver_for
+from poller.driver import DriverContext, PollSpec, driver_for
 from poller.exporter import exposition
 from poller.model import PollResult
 from poller.profiles import ProfileSet, load_profiles
@@ -58,7 +58,7 @@ async def poll_once(config: Config, profiles: ProfileSet | None = None) -> PollR
     profiles = profiles or load_profiles()
     target = config.targets[0]
     spec = PollSpec.from_config(config, target)
-    context = DriverContext(profiles, 16, 4)
+    context = DriverContext(profiles)
     store = Store()
     store.register(target.name, target.protocol, target.labels)
     runner = TargetRunner(spec, dict(target.labels), driver_for(spec, context), store, 0, 0)

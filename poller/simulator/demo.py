@@ -13,7 +13,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from poller.cli import serve, setup_logging
+from poller.app import serve, setup_logging
 from poller.http import WebConfig
 from poller.simulator.room import SimulatedRoom
 from poller.simulator.scenarios import SCENARIOS

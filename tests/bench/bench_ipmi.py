@@ -15,9 +15,9 @@ import argparse
 import asyncio
 import statistics
 
-from poller.config import Config
-from poller.drivers import DriverContext, PollSpec
-from poller.drivers.ipmi import IpmiDriver
+from poller.config import Config, Settings
+from poller.driver import DriverContext, PollSpec
+from poller.ipmi.driver import IpmiDriver
 from poller.profiles import load_profiles
 from poller.scheduler import TargetRunner
 from poller.store import Store
@@ -32,7 +32,7 @@ async def run(
 ) -> tuple[Measured, int]:
     """What the measured window saw, and how many logins the drivers made."""
     store = Store()
-    context = DriverContext(load_profiles(), 16, threads)
+    context = DriverContext(load_profiles(), Settings.model_validate({"ipmi_threads": threads}))
     runners = []
     for config in configs:
         target = config.targets[0]

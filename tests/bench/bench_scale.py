@@ -36,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from poller.cli import raise_open_files_limit
+from poller.app import raise_open_files_limit
 from poller.simulator.replay import ReplayProcess
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,13 +14,13 @@ import resource
 
 import yaml
 
-from poller.cli import raise_open_files_limit
+from poller.app import raise_open_files_limit
 from poller.config import parse_config
-from poller.drivers import DriverContext, PollSpec, driver_for
-from poller.drivers.snmp import GufoTransport
+from poller.driver import DriverContext, PollSpec, driver_for
 from poller.profiles import load_profiles
 from poller.scheduler import TargetRunner
 from poller.simulator.snmpsim import SnmpSim, free_udp_port
+from poller.snmp.driver import GufoTransport
 from poller.store import Store
 from tests.bench.closed_loop import Measured, measure
 
@@ -57,7 +57,7 @@ async def run(config_text: str, seconds: float, warmup: float) -> Measured:
     """Every target polls back to back through the scheduler's poll path."""
     config = parse_config(config_text, "<bench>")
     store = Store()
-    context = DriverContext(load_profiles(), config.settings.snmp_concurrency, 1)
+    context = DriverContext(load_profiles(), config.settings)
     runners = []
     for target in config.targets:
         store.register(target.name, target.protocol, target.labels)

@@ -31,13 +31,13 @@ from pathlib import Path
 
 import yaml
 
-from poller.drivers import DriverContext, PollSpec
-from poller.drivers.snmp import SnmpDriver, _Plan
+from poller.driver import DriverContext, PollSpec
 from poller.exporter import exposition
 from poller.profiles import load_profiles
 from poller.scheduler import TargetRunner
 from poller.simulator.replay import ReplayProcess
 from poller.simulator.snmpsim import RECORDINGS
+from poller.snmp.driver import SnmpDriver, _Plan
 from poller.store import Store
 from tests.util import snmp_config
 
@@ -156,7 +156,7 @@ def bench(name: str, rounds: int, polls: int) -> None:
         config = snmp_config(agent_a.port, name, timeout="10s", retries=0)
         target = config.targets[0]
         spec = PollSpec.from_config(config, target)
-        context = DriverContext(load_profiles(), 16, 1)
+        context = DriverContext(load_profiles())
         driver = SnmpDriver(spec, context)
         store = Store()
         store.register(target.name, target.protocol, target.labels)

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from poller.cli import raise_open_files_limit, setup_logging
+from poller.app import raise_open_files_limit, setup_logging
 from poller.config import parse_config
 from poller.exporter import exposition
 from poller.profiles import load_profiles

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -81,11 +82,6 @@ class IpmiProfile(_Strict):
     include: list[str] = Field(default_factory=list)
     locations: list[IpmiLocationRule] = Field(default_factory=list)
 
-    @property
-    def spec(self) -> IpmiProfile:
-        """The profile itself, so that ProfileSet treats it like an SNMP Profile wrapper."""
-        return self
-
     def vendor_for(self, manufacturer_id: int) -> str:
         """The vendor name to show for a BMC with this manufacturer id."""
         return self.vendor or self.vendors.get(manufacturer_id, "")
@@ -99,32 +95,73 @@ def locate(rules: Sequence[IpmiLocationRule], sensor: str, entity: int) -> Locat
     return Location.OTHER
 
 
-def resolve_rules(profile: IpmiProfile, lookup: Any) -> tuple[IpmiLocationRule, ...]:
-    """The profile's location rules followed by those of its includes (depth first)."""
-    rules: list[IpmiLocationRule] = []
-    seen: set[str] = set()
+@dataclass(frozen=True)
+class LoadedIpmiProfile:
+    """An IPMI profile with the location rules of its includes appended (depth first)."""
 
-    def visit(current: IpmiProfile) -> None:
-        if current.name in seen:
-            return
-        seen.add(current.name)
-        rules.extend(current.locations)
-        for name in current.include:
-            included = lookup(name)
-            if isinstance(included, IpmiProfile):
-                visit(included)
+    spec: IpmiProfile
+    source: str
+    included: frozenset[str]
+    rules: tuple[IpmiLocationRule, ...]
 
-    visit(profile)
-    return tuple(rules)
+    @property
+    def name(self) -> str:
+        """The profile's name, as used in a target's `profile:`."""
+        return self.spec.name
+
+    @property
+    def protocol(self) -> str:
+        """Always ipmi."""
+        return "ipmi"
+
+    @property
+    def description(self) -> str:
+        """One line for `hwpoller profiles`."""
+        return self.spec.description
+
+    def vendor_for(self, manufacturer_id: int) -> str:
+        """The vendor name to show for a BMC with this manufacturer id."""
+        return self.spec.vendor_for(manufacturer_id)
 
 
-def match_ipmi(profiles: Sequence[Any], manufacturer_id: int) -> IpmiProfile | None:
+def compile_profile(
+    spec: BaseModel, source: str, included: Sequence[BaseModel]
+) -> LoadedIpmiProfile:
+    """The loaded profile: its location rules, then those of everything it includes."""
+    if not isinstance(spec, IpmiProfile):  # pragma: no cover - the registry routes by model
+        raise TypeError("not an IPMI profile")
+    others = [p for p in included if isinstance(p, IpmiProfile)]
+    rules = [*spec.locations]
+    for other in others:
+        rules.extend(other.locations)
+    return LoadedIpmiProfile(
+        spec=spec,
+        source=source,
+        included=frozenset(p.name for p in others),
+        rules=tuple(rules),
+    )
+
+
+def describe_match(spec: BaseModel) -> list[str]:
+    """How a profile is recognised, for `hwpoller profiles`."""
+    if not isinstance(spec, IpmiProfile):
+        return []
+    how = []
+    if spec.match.manufacturer_id:
+        how.append(f"manufacturer {', '.join(map(str, spec.match.manufacturer_id))}")
+    if spec.match.fallback:
+        how.append("any BMC no other profile matches")
+    return how
+
+
+def match_ipmi(
+    profiles: Sequence[LoadedIpmiProfile], manufacturer_id: int
+) -> LoadedIpmiProfile | None:
     """The profile for a BMC's manufacturer id, else the fallback profile, else None."""
-    candidates = [p for p in profiles if isinstance(p, IpmiProfile)]
-    for profile in candidates:
-        if manufacturer_id in profile.match.manufacturer_id:
+    for profile in profiles:
+        if manufacturer_id in profile.spec.match.manufacturer_id:
             return profile
-    for profile in candidates:
-        if profile.match.fallback:
+    for profile in profiles:
+        if profile.spec.match.fallback:
             return profile
     return None

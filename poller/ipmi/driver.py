@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from poller.config import IpmiAuth
-from poller.drivers import DriverContext, PollSpec
-from poller.drivers import ipmi_sdr as sdr
-from poller.drivers.ipmi_readings import normalize_sensors
-from poller.drivers.ipmi_session import BmcSession, Response
+from poller.driver import DriverContext, PollSpec
 from poller.errors import AuthError, DeviceError, DeviceTimeoutError, UnsupportedError
-from poller.ipmi_profiles import IpmiLocationRule, IpmiProfile, match_ipmi, resolve_rules
+from poller.ipmi import IpmiResource, sdr
+from poller.ipmi.auth import IpmiAuth, IpmiOptions
+from poller.ipmi.profile import IpmiLocationRule, LoadedIpmiProfile, match_ipmi
+from poller.ipmi.readings import normalize_sensors
+from poller.ipmi.session import BmcSession, Response
 from poller.model import DeviceData, DeviceInfo, LimitType
 
 T = TypeVar("T")
@@ -45,15 +45,18 @@ class IpmiDriver:
 
     def __init__(self, spec: PollSpec, context: DriverContext) -> None:
         assert isinstance(spec.auth, IpmiAuth)  # noqa: S101 - config cross-check guarantees it
+        assert isinstance(spec.options, IpmiOptions)  # noqa: S101 - the registry builds it
         self._spec = spec
         self._auth = spec.auth
+        self._options = spec.options
         self._context = context
+        self._executor = context.resource("ipmi", IpmiResource)
         # One job's deadline: half the poll's, so a slow step still leaves room to fail fast.
         self._job_timeout = max(1.0, min(10.0, spec.timeout / 2))
         self._session: BmcSession | None = None
         self._inflight: concurrent.futures.Future[Any] | None = None
         self._ident: sdr.DeviceId | None = None
-        self._profile: IpmiProfile | None = None
+        self._profile: LoadedIpmiProfile | None = None
         self._rules: tuple[IpmiLocationRule, ...] = ()
         self._signature: tuple[int, int, int] | None = None
         self._sensors: tuple[sdr.SdrSensor, ...] = ()
@@ -86,7 +89,7 @@ class IpmiDriver:
                     await self._settled(previous)
             except TimeoutError:
                 raise DeviceTimeoutError("an earlier request to the BMC is still hung") from None
-        future = self._context.ipmi_executor.submit(fn, *args)
+        future = self._executor.executor.submit(fn, *args)
         self._inflight = future
         try:
             async with asyncio.timeout(self._job_timeout):
@@ -113,7 +116,7 @@ class IpmiDriver:
             inflight.add_done_callback(lambda _: session.close())
             return
         with contextlib.suppress(RuntimeError):  # the pool is shut down: process exiting
-            self._inflight = self._context.ipmi_executor.submit(session.close)
+            self._inflight = self._executor.executor.submit(session.close)
 
     # -- connecting --------------------------------------------------------------------
 
@@ -127,11 +130,11 @@ class IpmiDriver:
             password,
             self._auth.privilege,
             kg=kg,
-            allow_v15=self._spec.ipmi.allow_ipmi_v1_5,
+            allow_v15=self._options.allow_ipmi_v1_5,
         )
 
     async def _connect(self) -> None:
-        if not self._auth.username and not self._spec.ipmi.allow_anonymous:
+        if not self._auth.username and not self._options.allow_anonymous:
             raise UnsupportedError(
                 "anonymous IPMI login is refused; set a username or ipmi.allow_anonymous"
             )
@@ -148,15 +151,17 @@ class IpmiDriver:
             raise
         self._ident = await self._job(sdr.device_id, self._raw())
         self._profile = self._pick_profile(self._ident.manufacturer_id)
-        self._rules = resolve_rules(self._profile, self._context.profiles.get)
+        self._rules = self._profile.rules
 
-    def _pick_profile(self, manufacturer_id: int) -> IpmiProfile:
+    def _pick_profile(self, manufacturer_id: int) -> LoadedIpmiProfile:
         if self._spec.profile is not None:
-            profile = self._context.profiles.get(self._spec.profile)
-            if not isinstance(profile, IpmiProfile):
-                raise UnsupportedError(f"profile {self._spec.profile!r} is not an IPMI profile")
-            return profile
-        found = match_ipmi(self._context.profiles.of_protocol("ipmi"), manufacturer_id)
+            try:
+                return self._context.profiles.typed(self._spec.profile, LoadedIpmiProfile)
+            except KeyError:
+                raise UnsupportedError(
+                    f"profile {self._spec.profile!r} is not an IPMI profile"
+                ) from None
+        found = match_ipmi(self._context.profiles.of_type(LoadedIpmiProfile), manufacturer_id)
         if found is None:
             raise UnsupportedError(f"no IPMI profile for manufacturer id {manufacturer_id}")
         return found

@@ -40,10 +40,11 @@ from pysnmp.proto import rfc1902
 from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message
 from pysnmp.proto.secmod.rfc3414.service import UsmSecurityParameters
 
-from poller.config import Config, SnmpAuth
+from poller.config import Config
 from poller.config_values import parse_listen_address, split_address
 from poller.exporter import exposition
 from poller.scheduler import Scheduler
+from poller.snmp.auth import SnmpAuth
 from poller.store import Store
 
 log = logging.getLogger("hwpoller.notifications")

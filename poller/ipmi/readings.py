@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 
 from pyghmi.constants import Health
 
-from poller.drivers.ipmi_sdr import SdrSensor, SensorValue
-from poller.ipmi_profiles import IpmiLocationRule, locate
+from poller.ipmi.profile import IpmiLocationRule, locate
+from poller.ipmi.sdr import SdrSensor, SensorValue
 from poller.model import HwType, LimitType, Quantity, Reading, State
 
 SENSOR_TEMPERATURE, SENSOR_FAN, SENSOR_POWER_SUPPLY = 0x01, 0x04, 0x08

@@ -21,8 +21,8 @@ from typing import Any
 import pyghmi.ipmi.private.constants as pyghmi_constants
 from pyghmi.ipmi import sdr as pyghmi_sdr
 
-from poller.drivers.ipmi_session import Response
 from poller.errors import ProtocolError
+from poller.ipmi.session import Response
 from poller.model import LimitType
 
 Raw = Callable[[int, int, bytes, int], Response]

@@ -16,7 +16,7 @@ from poller.model import (
     Quantity,
     Reading,
 )
-from poller.profiles import Condition, MetricSpec, Profile, RawValue, Ref
+from poller.snmp.profile import Condition, MetricSpec, Profile, RawValue, Ref
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A decimal number as devices print one ("23.5", "-4", "1e3"); Python's float() also takes

@@ -1,13 +1,18 @@
-"""The SNMP profile format: strict pydantic models for one mibs/*.yaml file.
+"""The SNMP profile format: strict pydantic models for one mibs/*.yaml file, the loaded
+Profile (includes resolved) and device matching.
 
-docs/profiles.md describes every key with examples. Loading, include resolution and device
-matching live in poller.profiles; evaluation against fetched values in poller.normalize.
+docs/profiles.md describes every key with examples. Reading files and resolving includes is
+poller.profiles' job (the same for every protocol); evaluation against fetched values is in
+poller.snmp.evaluate.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -21,6 +26,12 @@ from poller.model import (
     Quantity,
     State,
 )
+
+if TYPE_CHECKING:
+    from poller.profiles import ProfileSet
+
+SYS_DESCR = "1.3.6.1.2.1.1.1.0"
+SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 
 # Raw SNMP value as delivered by the transport.
 RawValue = None | str | bytes | int | float
@@ -312,3 +323,115 @@ class SnmpProfile(_Strict):
         if any(r.column is not None for r in self.info.values()):
             raise ValueError("info entries take oid or value, not column")
         return self
+
+
+def oid_key(oid: str) -> tuple[int, ...]:
+    """Sort key that orders OIDs numerically, as agents do."""
+    return tuple(int(p) for p in oid.split("."))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A loaded SNMP profile with its includes resolved."""
+
+    spec: SnmpProfile
+    source: str
+    metrics: tuple[MetricSpec, ...]
+    # Every profile this one includes, directly or through nested includes.
+    included: frozenset[str] = frozenset()
+
+    @property
+    def name(self) -> str:
+        """The profile's name, as used in a target's `profile:`."""
+        return self.spec.name
+
+    @property
+    def protocol(self) -> str:
+        """Always snmp."""
+        return "snmp"
+
+    @property
+    def description(self) -> str:
+        """One line for `hwpoller profiles`."""
+        return self.spec.description
+
+    @cached_property
+    def scalar_oids(self) -> tuple[str, ...]:
+        """Sorted OIDs to GET on each poll."""
+        oids: set[str] = {r.oid for r in self.spec.info.values() if r.oid is not None}
+        for metric in self.metrics:
+            oids |= metric.scalar_oids()
+        return tuple(sorted(oids, key=oid_key))
+
+    @cached_property
+    def column_oids(self) -> tuple[str, ...]:
+        """Sorted table column OIDs to walk on each poll."""
+        cols: set[str] = set()
+        for metric in self.metrics:
+            cols |= metric.column_oids()
+        return tuple(sorted(cols, key=oid_key))
+
+
+def compile_profile(spec: BaseModel, source: str, included: Sequence[BaseModel]) -> Profile:
+    """The loaded profile: its metrics followed by those of everything it includes."""
+    if not isinstance(spec, SnmpProfile):  # pragma: no cover - the registry routes by model
+        raise TypeError("not an SNMP profile")
+    metrics = list(spec.metrics)
+    for other in included:
+        if isinstance(other, SnmpProfile):
+            metrics.extend(other.metrics)
+    return Profile(
+        spec=spec,
+        source=source,
+        metrics=tuple(metrics),
+        included=frozenset(p.name for p in included if isinstance(p, SnmpProfile)),
+    )
+
+
+def candidates(profiles: ProfileSet, sys_object_id: str, sys_descr: str) -> list[Profile]:
+    """Standalone SNMP profiles whose identity test holds, in precedence order.
+
+    The order decides which of two sources of one series wins: a longer sysObjectID
+    prefix first, then a sysDescr match, then profiles recognised only by their MIB's
+    objects, generic (`fallback`) MIBs last, by name within each rank. Those with a
+    presence test (oid_exists, subtree) are still to be probed by the caller.
+    """
+    ranked: list[tuple[tuple[int, int, str], Profile]] = []
+    for profile in profiles.of_type(Profile):
+        match = profile.spec.match
+        if not match.standalone:
+            continue
+        rank = 2
+        if match.has_identity:
+            lengths = [
+                len(p)
+                for p in match.sys_object_id
+                if sys_object_id == p or sys_object_id.startswith(p + ".")
+            ]
+            if lengths:
+                rank = -max(lengths)
+            elif any(re.search(p, sys_descr) for p in match.sys_descr):
+                rank = 1
+            else:
+                continue
+        ranked.append(((int(match.fallback), rank, profile.name), profile))
+    ranked.sort(key=lambda item: item[0])
+    return [p for _, p in ranked]
+
+
+def describe_match(spec: BaseModel) -> list[str]:
+    """How a profile is recognised, one entry per test, for `hwpoller profiles`."""
+    if not isinstance(spec, SnmpProfile):
+        return []
+    match, how = spec.match, []
+    for values, label in (
+        (match.sys_object_id, "sysObjectID"),
+        (match.sys_descr, "sysDescr"),
+        (match.oid_exists, "answers"),
+        (match.subtree, "has objects under"),
+    ):
+        if values:
+            how.append(f"{label} {', '.join(values)}")
+    if how and match.fallback:
+        how.append("generic fallback, superseded by every other profile")
+    return how

@@ -32,8 +32,7 @@ from gufo.snmp import (
 from gufo.snmp.aio.client import SnmpSession
 
 from poller.compose import Contribution, merge
-from poller.config import SnmpAuth
-from poller.drivers import DriverContext, PollSpec
+from poller.driver import DriverContext, PollSpec
 from poller.errors import (
     AuthError,
     DeviceError,
@@ -43,8 +42,11 @@ from poller.errors import (
     UnsupportedError,
 )
 from poller.model import DeviceData
-from poller.normalize import Fetched, normalize, text
-from poller.profiles import SYS_DESCR, SYS_OBJECT_ID, Profile, RawValue, oid_key
+from poller.snmp import SnmpResource
+from poller.snmp.auth import SnmpAuth, SnmpOptions
+from poller.snmp.evaluate import Fetched, normalize, text
+from poller.snmp.profile import SYS_DESCR, SYS_OBJECT_ID, Profile, RawValue, oid_key
+from poller.snmp.profile import candidates as profile_candidates
 
 T = TypeVar("T")
 
@@ -382,8 +384,10 @@ class SnmpDriver:
         transport: SnmpTransport | None = None,
     ) -> None:
         assert isinstance(spec.auth, SnmpAuth)  # noqa: S101 - config cross-check guarantees it
+        assert isinstance(spec.options, SnmpOptions)  # noqa: S101 - the registry builds it
         self._spec = spec
         self._auth = spec.auth
+        self._options = options = spec.options
         self._profiles = context.profiles
         # Per-request timeout: the retries of one request fit in 80 % of the poll's deadline,
         # so that the driver, not the deadline, reports why a device stays silent.
@@ -394,11 +398,11 @@ class SnmpDriver:
             spec.auth,
             request_timeout,
             spec.retries,
-            spec.max_repetitions,
-            context.snmp_semaphore,
+            options.max_repetitions,
+            context.resource("snmp", SnmpResource).semaphore,
         )
         self._applied: list[Profile] | None = (
-            [self._profiles.snmp(spec.profile)] if spec.profile is not None else None
+            [self._profiles.typed(spec.profile, Profile)] if spec.profile is not None else None
         )
         self._sys_object_id: str | None = None
         # Rows each table had at the last poll, to pick the cheaper way to walk it.
@@ -409,9 +413,9 @@ class SnmpDriver:
         # Largest GETBULK a walk sized from last poll's rows may ask for: the target's own
         # max_repetitions when it sets one (fragile cards), otherwise BULK_CAP.
         self._bulk_cap = (
-            spec.max_repetitions
-            if spec.max_repetitions_fixed
-            else max(spec.max_repetitions, BULK_CAP)
+            options.max_repetitions
+            if options.max_repetitions_fixed
+            else max(options.max_repetitions, BULK_CAP)
         )
 
     @property
@@ -431,7 +435,7 @@ class SnmpDriver:
         requests = 1
         sys_object_id = text(got.get(SYS_OBJECT_ID)).lstrip(".")
         sys_descr = text(got.get(SYS_DESCR))
-        candidates = self._profiles.snmp_candidates(sys_object_id, sys_descr)
+        candidates = profile_candidates(self._profiles, sys_object_id, sys_descr)
         self._sys_object_id = sys_object_id
         exists = sorted({o for c in candidates for o in c.spec.match.oid_exists}, key=oid_key)
         present: set[str] = set()
@@ -541,7 +545,7 @@ class SnmpDriver:
         """GETBULK size: what last poll's rows need, within [1, cap]; the target's
         max_repetitions for a table never seen."""
         if known_rows is None:
-            return self._spec.max_repetitions
+            return self._options.max_repetitions
         return max(1, min(needed, self._bulk_cap))
 
     async def close(self) -> None:
