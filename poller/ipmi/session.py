@@ -8,14 +8,25 @@ logged out, those tables can hold a stale entry; asking pyghmi for a new session
 (it waits for a login that never finishes) or fails with a TypeError. So hwpoller creates
 its sessions directly, bypassing that lookup: each connect is a fresh login, and the old
 session is logged out and forgotten by the driver.
+
+pyghmi's I/O thread waits with select.select(), which refuses file descriptors >= 1024
+(FD_SETSIZE): in a process whose SNMP targets hold the low descriptors, its first wait
+raises ValueError, the thread dies and no BMC ever logs in. pyghmi looks `select` up as
+its session module's global on every wait, so this module replaces that global with
+PollSelect (the same select() call, implemented with poll(2)) on import, before any
+session exists.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import select
 import socket
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pyghmi import exceptions as pyghmi_exc
 from pyghmi.ipmi.private import session as pyghmi_session
@@ -60,6 +71,75 @@ _UNSUPPORTED_HINTS = (
     "invalid confidentiality algorithm",
     "md5 required",
 )
+
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+_Waitable = int | _HasFileno
+
+
+def _fd(obj: _Waitable) -> int:
+    fd = obj if isinstance(obj, int) else obj.fileno()
+    if not isinstance(fd, int) or fd < 0:
+        raise ValueError(f"file descriptor cannot be a negative integer ({fd})")
+    return fd
+
+
+class PollSelect:
+    """A stand-in for the `select` module whose select() has no FD_SETSIZE limit.
+
+    Same call and results as select.select(rlist, wlist, xlist, timeout): the objects
+    passed in (ints or objects with fileno()) come back in three lists; a timeout of None
+    blocks, a negative one is a ValueError; a descriptor that is not open is an OSError
+    (EBADF), as select() reports it.
+    """
+
+    error = OSError
+
+    @staticmethod
+    def select(
+        rlist: Iterable[_Waitable],
+        wlist: Iterable[_Waitable],
+        xlist: Iterable[_Waitable],
+        timeout: float | None = None,
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        """select.select() over poll(2)."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be non-negative")
+        wanted: dict[int, int] = {}
+        owners: dict[int, tuple[list[_Waitable], list[_Waitable], list[_Waitable]]] = {}
+        for kind, (objs, mask) in enumerate(
+            ((rlist, select.POLLIN), (wlist, select.POLLOUT), (xlist, select.POLLPRI))
+        ):
+            for obj in objs:
+                fd = _fd(obj)
+                wanted[fd] = wanted.get(fd, 0) | mask
+                owners.setdefault(fd, ([], [], []))[kind].append(obj)
+        poller = select.poll()
+        for fd, mask in wanted.items():
+            poller.register(fd, mask)
+        # poll() takes milliseconds and rounds a fraction up, as select() does microseconds.
+        events = poller.poll(None if timeout is None else timeout * 1000)
+        ready: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+        for fd, revents in events:
+            if revents & select.POLLNVAL:
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            # select() reports an error as readable and writable, a hang-up as readable.
+            flags = (
+                revents & (select.POLLIN | select.POLLERR | select.POLLHUP),
+                revents & (select.POLLOUT | select.POLLERR),
+                revents & select.POLLPRI,
+            )
+            for kind, flag in enumerate(flags):
+                if flag:
+                    ready[kind].extend(owners[fd][kind])
+        return ready
+
+
+# Before any session: pyghmi's I/O thread calls `select.select` through this global.
+pyghmi_session.select = PollSelect()
 
 
 class _StrictSession(pyghmi_session.Session):  # type: ignore[misc]

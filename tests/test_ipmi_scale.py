@@ -1,0 +1,189 @@
+"""IPMI in a process that holds more than 1024 file descriptors (issue 13).
+
+pyghmi's I/O thread waits with select.select(), which rejects descriptors >= 1024; with
+thousands of SNMP sockets open first, every pyghmi socket lands above that and no BMC ever
+logged in. poller.ipmi.session swaps in PollSelect. Each check runs in a fresh subprocess
+(pyghmi's sockets and I/O thread are per process): it raises RLIMIT_NOFILE, takes the low
+1100 descriptors with UDP sockets, as SNMP targets do, and polls ipmi_sim through the real
+driver. The control run puts the stock select module back and must fail, which shows the
+setup really reaches the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from poller.ipmi.session import PollSelect
+from tests.ipmisim import IpmiSim
+
+ROOT = Path(__file__).resolve().parents[1]
+FILLER = 1100  # low descriptors taken before any pyghmi socket exists
+FD_SETSIZE = 1024
+
+
+def _worker(params: dict[str, Any]) -> dict[str, Any]:
+    """In the subprocess: fill the low fds, poll the BMC once, describe what happened."""
+    import resource
+
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    from poller.app import raise_open_files_limit
+    from poller.config import parse_config
+    from tests.util import poll_once
+
+    raise_open_files_limit()
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < FILLER + 256:
+        return {"error": f"RLIMIT_NOFILE is {soft}; the test needs {FILLER + 256}"}
+    filler = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(FILLER)]
+    if params["stock"]:
+        # This module imported poller.ipmi.session (which installs PollSelect) at the top.
+        pyghmi_session.select = select
+    thread_errors: list[str] = []
+    threading.excepthook = lambda a: thread_errors.append(f"{a.exc_type.__name__}: {a.exc_value}")
+    auth = {"protocol": "ipmi", "username": params["username"], "password": params["password"]}
+    target = {
+        "name": "bmc-high-fd",
+        "address": f"{params['host']}:{params['port']}",
+        "protocol": "ipmi",
+        "auth": "bmc",
+        "timeout": "10s",
+    }
+    config = parse_config(yaml.safe_dump({"auths": {"bmc": auth}, "targets": [target]}), "<t>")
+    try:
+        result = asyncio.run(poll_once(config))
+        outcome: dict[str, Any] = {"success": result.success, "reason": result.reason}
+        if result.data is not None:
+            outcome["readings"] = {
+                f"{r.quantity.value}/{r.sensor}": r.value
+                for r in result.data.readings
+                if r.limit_type is None and r.value is not None
+            }
+    except Exception as exc:  # a hung close is a result to report too
+        outcome = {"success": False, "reason": f"{type(exc).__name__}: {exc}"}
+    outcome["pyghmi_fds"] = [s.fileno() for s in pyghmi_session.iosockets]
+    outcome["lowest_filler_fd"] = min(s.fileno() for s in filler)
+    outcome["thread_errors"] = thread_errors
+    return outcome
+
+
+def _run_worker(sim: IpmiSim, stock: bool) -> dict[str, Any]:
+    params = {
+        "host": sim.host,
+        "port": sim.port,
+        "username": sim.username,
+        "password": sim.password,
+        "stock": stock,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.test_ipmi_scale", json.dumps(params)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and lines, f"worker failed ({proc.returncode}): {proc.stderr}"
+    outcome: dict[str, Any] = json.loads(lines[-1])
+    assert "error" not in outcome, outcome.get("error", "")
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[IpmiSim]:
+    """One ipmi_sim BMC (Dell fixture) on loopback."""
+    started = IpmiSim("dell").start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.mark.integration
+def test_bmc_polled_with_all_pyghmi_sockets_above_1024(sim: IpmiSim) -> None:
+    outcome = _run_worker(sim, stock=False)
+    assert outcome["pyghmi_fds"], "pyghmi opened no socket"
+    assert min(outcome["pyghmi_fds"]) >= FD_SETSIZE, outcome["pyghmi_fds"]
+    assert outcome["success"], outcome
+    assert outcome["thread_errors"] == []
+    # The Dell fixture's values, as test_ipmi checks them against ipmitool.
+    assert outcome["readings"]["temperature/Inlet Temp"] == 23
+    assert outcome["readings"]["temperature/Exhaust Temp"] == 35
+    assert outcome["readings"]["fan_speed/Fan1"] == 5040
+
+
+@pytest.mark.integration
+def test_stock_select_fails_in_the_same_setup(sim: IpmiSim) -> None:
+    """Control: without PollSelect the same poll fails, because of the fd numbers."""
+    outcome = _run_worker(sim, stock=True)
+    assert min(outcome["pyghmi_fds"]) >= FD_SETSIZE
+    assert not outcome["success"], outcome
+    assert any("filedescriptor out of range" in e for e in outcome["thread_errors"]), outcome
+
+
+# -- PollSelect against select.select, below FD_SETSIZE where both work -----------------
+
+
+def test_poll_select_matches_select_for_readable_and_writable() -> None:
+    a, b = socket.socketpair()
+    idle_a, idle_b = socket.socketpair()
+    try:
+        args: tuple[list[Any], list[Any], list[Any]] = ([a, idle_a, idle_a.fileno()], [b], [a])
+        assert PollSelect.select(*args, 0) == select.select(*args, 0) == ([], [b], [])
+        b.send(b"x")
+        want = select.select(*args, 0)
+        assert want == ([a], [b], [])
+        assert PollSelect.select(*args, 0) == want
+        assert PollSelect.select([a, a], [], [], 0) == ([a, a], [], [])
+    finally:
+        for s in (a, b, idle_a, idle_b):
+            s.close()
+
+
+def test_poll_select_timeout_and_errors() -> None:
+    a, b = socket.socketpair()
+    try:
+        assert PollSelect.select([a], [], [], 0.05) == ([], [], [])
+        with pytest.raises(ValueError, match="non-negative"):
+            PollSelect.select([a], [], [], -1)
+        with pytest.raises(ValueError, match="negative"):
+            PollSelect.select([-1], [], [], 0)
+        b.close()  # a hang-up reads as readable, as with select()
+        assert PollSelect.select([a], [], [], 0) == select.select([a], [], [], 0) == ([a], [], [])
+        fd = os.dup(a.fileno())
+        os.close(fd)
+        with pytest.raises(OSError, match="Bad file descriptor") as got:
+            PollSelect.select([fd], [], [], 0)
+        assert got.value.errno == errno.EBADF
+        with pytest.raises(OSError, match="Bad file descriptor") as stock:
+            select.select([fd], [], [], 0)
+        assert stock.value.errno == errno.EBADF
+    finally:
+        a.close()
+
+
+def test_pyghmi_session_module_uses_poll_select() -> None:
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    assert isinstance(pyghmi_session.select, PollSelect)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker(json.loads(sys.argv[1]))), flush=True)
+    # A pyghmi thread hung by the control run would keep the interpreter from exiting.
+    os._exit(0)
