@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,22 +35,25 @@ def sushy_static_program() -> str:
 class SushyStatic:
     """`sushy-static -m MOCKUP -i 127.0.0.1 -p PORT` until stopped."""
 
-    def __init__(self, mockup: Path = MOCKUP) -> None:
+    def __init__(self, mockup: Path = MOCKUP, tls: tuple[Path, Path] | None = None) -> None:
         if not (mockup / "index.json").exists():
             raise AssertionError(f"no Redfish mockup at {mockup}")
         self.mockup = mockup
+        self.tls = tls  # (certificate, key): serve HTTPS
         self.port = free_tcp_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
-        """The target address of the service (plain HTTP: sushy-static without a cert)."""
-        return f"http://127.0.0.1:{self.port}"
+        """The target address of the service as a URL."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> SushyStatic:
         """Start it and wait until the service root answers."""
         argv = [sushy_static_program(), "-m", str(self.mockup), "-i", "127.0.0.1"]
         argv += ["-p", str(self.port)]
+        if self.tls is not None:
+            argv += ["-c", str(self.tls[0]), "-k", str(self.tls[1])]
         # It prints every request's headers to stdout: discarded.
         self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
@@ -59,10 +61,8 @@ class SushyStatic:
             if self._proc.poll() is not None:
                 raise AssertionError(f"sushy-static exited with {self._proc.returncode}")
             try:
-                url = f"{self.address}/redfish/v1/"
-                with urllib.request.urlopen(url, timeout=1) as rsp:  # noqa: S310 - own peer
-                    if rsp.status == 200:
-                        return self
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
             except OSError:
                 time.sleep(0.1)
         self.stop()

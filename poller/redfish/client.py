@@ -10,6 +10,7 @@ session token only in the X-Auth-Token header, and neither is ever part of a mes
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import ssl
@@ -111,8 +112,8 @@ class RedfishClient:
         if self._token is not None:
             return {"X-Auth-Token": self._token}
         if self._basic:
-            password = self._auth.password.get_secret_value()
-            return {"Authorization": aiohttp.BasicAuth(self._auth.username, password).encode()}
+            pair = f"{self._auth.username}:{self._auth.password.get_secret_value()}"
+            return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
         return {}
 
     def resolve(self, link: object) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from poller.simulator.scenarios import SCENARIOS
 log = logging.getLogger("hwpoller.demo")
 
 
-async def run_demo(scenario: str, speed: float, listen: str, interval: str) -> int:
+async def run_demo(
+    scenario: str, speed: float, listen: str, interval: str, redfish: bool = False
+) -> int:
     """Start the room, then the poller against it; stop both when the poller stops."""
-    room = SimulatedRoom(scenario, speed)
+    room = SimulatedRoom(scenario, speed, redfish=redfish)
     await room.start()
     try:
         with tempfile.TemporaryDirectory(prefix="hwpoller-demo-") as tmp:
@@ -43,10 +46,19 @@ def main() -> int:
     parser.add_argument("--scenario", default="quiet", choices=sorted(SCENARIOS))
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--interval", default="10s", help="polling interval")
+    # The servers' BMCs also serve Redfish (six more targets beside the IPMI ones).
+    parser.add_argument(
+        "--redfish",
+        action="store_true",
+        default=os.environ.get("HWPOLLER_DEMO_REDFISH") == "1",
+        help="also poll every server's BMC over Redfish (or HWPOLLER_DEMO_REDFISH=1)",
+    )
     args = parser.parse_args()
     setup_logging("info")
     try:
-        return asyncio.run(run_demo(args.scenario, args.speed, args.listen, args.interval))
+        return asyncio.run(
+            run_demo(args.scenario, args.speed, args.listen, args.interval, args.redfish)
+        )
     except KeyboardInterrupt:
         return 0
 

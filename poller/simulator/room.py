@@ -23,6 +23,8 @@ import yaml
 from poller.simulator.ipmi_bmc import USERS, start_bmc
 from poller.simulator.model import RoomModel, Server
 from poller.simulator.notify import Notifier
+from poller.simulator.redfish_bmc import USERS as REDFISH_USERS
+from poller.simulator.redfish_bmc import bind_tcp, start_redfish_bmc
 from poller.simulator.scenarios import SCENARIOS
 from poller.simulator.snmp_agent import LiveMib, SnmpAgent, bind_udp
 from poller.simulator.snmp_devices import RENDERERS, UPTIME_BASE
@@ -93,6 +95,7 @@ class SimulatedRoom:
         base_port: int = 0,
         seed: int = 1,
         notify: str | None = "127.0.0.1:0",
+        redfish: bool = False,
     ) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
@@ -111,6 +114,9 @@ class SimulatedRoom:
         self._agents: list[SnmpAgent] = []
         self._transports: list[asyncio.DatagramTransport] = []
         self._ticker: asyncio.Task[None] | None = None
+        # Each server's BMC also serves Redfish (HTTP on its own TCP port) when asked.
+        self.redfish = redfish
+        self._runners: list[Any] = []
         self._started: float | None = None  # monotonic time of start(); None before
 
     @property
@@ -154,6 +160,8 @@ class SimulatedRoom:
             self.devices.append(
                 Device(f"{server.name}-bmc", "ipmi", "bmc", server.rack, self.host, port)
             )
+        if self.redfish:
+            await self._start_redfish()
         self._started = time.monotonic()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         log.info(
@@ -162,6 +170,16 @@ class SimulatedRoom:
             self.scenario.summary,
             self.speed,
         )
+
+    async def _start_redfish(self) -> None:
+        for server in self.model.servers.values():
+            sock = bind_tcp(self.host)
+            port = sock.getsockname()[1]
+            _, runner = await start_redfish_bmc(self.model, server, sock)
+            self._runners.append(runner)
+            self.devices.append(
+                Device(f"{server.name}-redfish", "redfish", "bmc", server.rack, self.host, port)
+            )
 
     async def _tick(self) -> None:
         while True:
@@ -182,7 +200,9 @@ class SimulatedRoom:
             agent.stop()
         for transport in self._transports:
             transport.close()
-        self._agents, self._transports = [], []
+        for runner in self._runners:
+            await runner.cleanup()
+        self._agents, self._transports, self._runners = [], [], []
 
     def config(
         self, interval: str = "10s", listen: str = "127.0.0.1:9730", advertise: str | None = None
@@ -201,6 +221,8 @@ class SimulatedRoom:
                 "auth": "simulated-bmc" if device.protocol == "ipmi" else "simulated-snmp",
                 "labels": device.labels,
             }
+            if device.protocol == "redfish":  # plain HTTP on loopback: nothing to verify
+                target.update(address=f"http://{host}:{device.port}", auth="simulated-redfish")
             targets.append(target)
         settings: dict[str, Any] = {"listen_address": listen, "interval": interval}
         destination = self.notifier.destination
@@ -212,9 +234,18 @@ class SimulatedRoom:
             settings["notification_address"] = f"{host}:{destination[1]}"
         else:
             settings["notification_address"] = None
+        auths: dict[str, Any] = {}
+        if self.redfish:
+            user, redfish_password = next(iter(REDFISH_USERS.items()))
+            auths["simulated-redfish"] = {
+                "protocol": "redfish",
+                "username": user,
+                "password": redfish_password,
+            }
         return {
             "settings": settings,
             "auths": {
+                **auths,
                 "simulated-snmp": {"protocol": "snmp", "version": "2c", "community": COMMUNITY},
                 "simulated-bmc": {
                     "protocol": "ipmi",
