@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from poller.profiles import LoadedProfile
 
 # The registry line: the protocol packages, in the order `hwpoller profiles` lists them.
-PACKAGES = ("poller.snmp", "poller.ipmi")
+PACKAGES = ("poller.snmp", "poller.ipmi", "poller.redfish")
 
 
 class Resource(Protocol):
