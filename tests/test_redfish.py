@@ -33,7 +33,11 @@ pytestmark = pytest.mark.integration
 
 
 def redfish_config(
-    address: str, profile: str | None = None, options: dict[str, Any] | None = None, **auth: Any
+    address: str,
+    profile: str | None = None,
+    options: dict[str, Any] | None = None,
+    timeout: str = "10s",
+    **auth: Any,
 ) -> Config:
     """A one-target Redfish config."""
     target: dict[str, Any] = {
@@ -41,7 +45,7 @@ def redfish_config(
         "address": address,
         "protocol": "redfish",
         "auth": "rf",
-        "timeout": "10s",
+        "timeout": timeout,
         "labels": {"site": "testsite", "rack": "A"},
     }
     if profile:
