@@ -135,6 +135,75 @@ def test_scheduler_reload_keeps_unchanged_and_closes_removed() -> None:
     assert a.calls >= 2
 
 
+def mixed_config(
+    interval_b: str = "1s",
+    log_level: str = "info",
+    label: str = "x",
+    ipmi_threads: int = 8,
+    jitter: float = 0,
+) -> object:
+    """Two SNMP targets and a BMC, with knobs a reload may turn."""
+    doc = {
+        "settings": {
+            "interval": "1s",
+            "timeout": "0.3s",
+            "jitter": jitter,
+            "log_level": log_level,
+            "ipmi_threads": ipmi_threads,
+        },
+        "auths": {
+            "a": {"protocol": "snmp", "community": "c"},
+            "bmc": {"protocol": "ipmi", "username": "u", "password": "p"},
+        },
+        "targets": [
+            {"name": "a", "address": "127.0.0.1", "protocol": "snmp", "auth": "a"},
+            {
+                "name": "b",
+                "address": "127.0.0.1",
+                "protocol": "snmp",
+                "auth": "a",
+                "interval": interval_b,
+                "labels": {"rack": label},
+            },
+            {"name": "bmc", "address": "127.0.0.1", "protocol": "ipmi", "auth": "bmc"},
+        ],
+    }
+    return parse_config(yaml.safe_dump(doc))
+
+
+def test_reload_restarts_only_what_changed() -> None:
+    made: list[str] = []
+
+    def make(spec: PollSpec, context: DriverContext) -> Driver:
+        made.append(spec.name)
+        return Scripted(["ok"])
+
+    async def go() -> list[int]:
+        store = Store()
+        scheduler = Scheduler(mixed_config(), load_profiles(), store, make_driver=make)  # type: ignore[arg-type]
+        await scheduler.start()
+        restarted = [
+            # log level, labels, jitter: nothing restarts (each restart is a new BMC login)
+            await scheduler.apply(mixed_config(log_level="debug"), load_profiles()),  # type: ignore[arg-type]
+            await scheduler.apply(mixed_config(log_level="debug", label="y")),  # type: ignore[arg-type]
+            await scheduler.apply(mixed_config(log_level="debug", label="y", jitter=0.2)),  # type: ignore[arg-type]
+            # one target's interval: that target only
+            await scheduler.apply(mixed_config(interval_b="2s", label="y", jitter=0.2)),  # type: ignore[arg-type]
+            # IPMI's thread pool size: the IPMI targets only
+            await scheduler.apply(  # type: ignore[arg-type]
+                mixed_config(interval_b="2s", label="y", jitter=0.2, ipmi_threads=4)
+            ),
+        ]
+        view = store.get("b")
+        assert view is not None
+        assert dict(view.labels) == {"rack": "y"}  # the label changed without a restart
+        await scheduler.stop()
+        return restarted
+
+    assert asyncio.run(go()) == [0, 0, 0, 1, 1]
+    assert made == ["a", "b", "bmc", "b", "bmc"]
+
+
 class NotAnException(BaseException):
     """Like pyo3's PanicException: derives from BaseException, so `except Exception` misses
     it."""

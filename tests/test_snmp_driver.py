@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,39 @@ class FakeTransport:
 
     def close(self) -> None:
         pass
+
+    def lane(self, number: int) -> FakeTransport:
+        return self
+
+
+class SlowLanes(FakeTransport):
+    """Every walk takes `delay` seconds; records how many were in flight at once, per lane."""
+
+    def __init__(self, values: dict[str, RawValue], delay: float) -> None:
+        super().__init__(values)
+        self.delay = delay
+        self.inflight = 0
+        self.most = 0
+        self.lanes_used: set[int] = set()
+
+    def lane(self, number: int) -> FakeTransport:
+        self.lanes_used.add(number)
+        return self
+
+    async def walk(
+        self,
+        oid: str,
+        stop: str | None = None,
+        columns: int = 1,
+        max_repetitions: int | None = None,
+    ) -> list[tuple[str, RawValue]]:
+        self.inflight += 1
+        self.most = max(self.most, self.inflight)
+        try:
+            await asyncio.sleep(self.delay)
+            return await super().walk(oid, stop, columns, max_repetitions)
+        finally:
+            self.inflight -= 1
 
 
 UPS = {
@@ -225,3 +259,38 @@ def test_unseen_wide_table_with_few_needed_columns_is_walked_by_column() -> None
     assert [w.oid for w in walks] == [f"{entry}.2", f"{entry}.71"]
     dense = _Plan((), ((entry, (f"{entry}.2", f"{entry}.3", f"{entry}.4"), 4),))
     assert [w.oid for w in drv._plan_walks(dense)] == [entry]
+
+
+SIX_TABLES = """
+name: six-tables
+match: {sys_object_id: [1.3.6.1.4.1.99999.9]}
+metrics:
+""" + "".join(
+    f"  - {{quantity: temperature, table: 1.3.6.1.4.1.99999.9.{t}.1, value: 2, "
+    f"sensor: {{value: t{t}}}}}\n"
+    for t in range(1, 7)
+)
+
+
+@pytest.mark.parametrize("inflight", [1, 2, 4])
+def test_tables_are_walked_up_to_max_inflight_at_once(inflight: int, tmp_path: Path) -> None:
+    (tmp_path / "six.yaml").write_text(SIX_TABLES)
+    values: dict[str, RawValue] = {SYS_OBJECT_ID: "1.3.6.1.4.1.99999.9"}
+    for table in range(1, 7):
+        values[f"1.3.6.1.4.1.99999.9.{table}.1.2.1"] = 20 + table
+    config = snmp_config(161, "c", profile="six-tables")
+
+    def poll(inflight: int, fake: FakeTransport) -> list[str]:
+        target = config.targets[0].model_copy(update={"max_inflight": inflight})
+        drv = SnmpDriver(
+            PollSpec.from_config(config, target), DriverContext(load_profiles([tmp_path])), fake
+        )
+        return sorted(repr(r) for r in asyncio.run(drv.poll()).readings)
+
+    fake = SlowLanes(values, delay=0.05)
+    readings = poll(inflight, fake)
+    assert len(fake.walks) == 6  # one walk per table
+    assert fake.most == inflight  # never more in flight than the target allows
+    assert fake.lanes_used == (set(range(inflight)) if inflight > 1 else set())
+    assert len(readings) == 6
+    assert readings == poll(1, FakeTransport(values))  # the same readings, however fetched

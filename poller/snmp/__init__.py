@@ -37,7 +37,7 @@ def _options(target: TargetView, settings: SettingsView) -> SnmpOptions:
     return SnmpOptions(
         max_repetitions=_int(own, _int(settings.protocol_key("max_repetitions"), 10)),
         max_repetitions_fixed=own is not None or settings.is_set("max_repetitions"),
-        max_inflight=_int(inflight, _int(settings.protocol_key("max_inflight"), 4)),
+        max_inflight=_int(inflight, _int(settings.protocol_key("max_inflight"), 2)),
     )
 
 
@@ -60,7 +60,7 @@ PROTOCOL = ProtocolSpec(
     },
     settings_fields={
         "max_repetitions": (int, Field(default=10, ge=1, le=100)),
-        "max_inflight": (int, Field(default=4, ge=1, le=16)),
+        "max_inflight": (int, Field(default=2, ge=1, le=16)),
         "snmp_concurrency": (int, Field(default=256, ge=1, le=65536)),
     },
     options=_options,

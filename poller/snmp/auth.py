@@ -113,4 +113,4 @@ class SnmpOptions(StrictModel):
     # for fragile cards, rather than a starting size.
     max_repetitions_fixed: bool = False
     # Requests of one poll in flight at once (independent tables walked side by side).
-    max_inflight: int = 4
+    max_inflight: int = 2

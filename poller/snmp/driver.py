@@ -29,6 +29,7 @@ from gufo.snmp import (
     SnmpVersion,
     User,
 )
+from gufo.snmp._fast import GetIter
 from gufo.snmp.aio.client import SnmpSession
 
 from poller.compose import Contribution, merge
@@ -107,6 +108,11 @@ class SnmpTransport(Protocol):
         """Drop the socket."""
         ...
 
+    def lane(self, number: int) -> SnmpTransport:
+        """A sibling transport on a socket of its own, for a request beside this one's
+        (lane 0 is this transport); created on first use, closed with this one."""
+        ...
+
     async def lands_in(self, subtree: str) -> bool:
         """Whether a GETNEXT of `subtree` answers with an OID inside it (one request)."""
         ...
@@ -123,6 +129,49 @@ def make_user(auth: SnmpAuth) -> User:
         key = auth.priv_password.get_secret_value().encode()
         kwargs["priv_key"] = _PRIV_KEYS[auth.priv_protocol](key)
     return User(auth.username or "", **kwargs)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+async def exchange(
+    session: SnmpSession, wait: float, send: Callable[[], None], recv: Callable[[], T]
+) -> T:
+    """One request and its answer on a gufo-snmp session's socket.
+
+    gufo-snmp's Rust socket encodes, sends, receives and decodes; this is the asyncio part,
+    leaner than the library's own (no wait_for, one absolute deadline however many stray
+    datagrams arrive, no per-value async iterator around a GETBULK's answer): a poll is
+    mostly this loop, so it is most of the CPU a poll costs.
+    """
+    try:
+        send()
+    except BlockingIOError:  # the socket's send buffer is full: wait until it is writable
+        await session._send(send)
+    loop = asyncio.get_running_loop()
+    fd = session._fd
+    deadline = loop.time() + wait
+    while True:
+        future: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _wake, future)
+        timer = loop.call_at(deadline, _expire, future)
+        try:
+            await future
+        finally:
+            loop.remove_reader(fd)
+            timer.cancel()
+        try:
+            return recv()
+        except BlockingIOError:  # a stray datagram (an answer to an earlier, timed-out request)
+            if loop.time() >= deadline:
+                raise TimeoutError from None
 
 
 class GufoTransport:
@@ -154,6 +203,27 @@ class GufoTransport:
         self._absent: set[frozenset[str]] = set()
         # SNMPv3: whether an encrypted request was ever answered on this session.
         self._answered = False
+        # Sibling transports for requests in flight beside this one's (max_inflight).
+        self._lanes: dict[int, GufoTransport] = {}
+
+    def lane(self, number: int) -> SnmpTransport:
+        """A sibling transport with its own socket: gufo-snmp matches an answer to the last
+        request sent on a socket, so two requests in flight need two sockets."""
+        if number == 0:
+            return self
+        found = self._lanes.get(number)
+        if found is None:
+            found = self._lanes[number] = GufoTransport(
+                self._host,
+                self._port,
+                self._auth,
+                self._timeout,
+                self._retries,
+                self._max_repetitions,
+                self._semaphore,
+            )
+            found._chunk = self._chunk
+        return found
 
     async def _resolve(self) -> str:
         try:
@@ -272,7 +342,12 @@ class GufoTransport:
         """One GET; an empty answer to several OIDs may be tooBig (gufo-snmp drops the
         error-status), so it is asked again in halves, and a size that works is kept.
         A set found truly absent is remembered, so it costs one request next time."""
-        got: dict[str, RawValue] = await self._call(lambda: session.get_many(chunk))
+        sock, timeout = session._sock, self._timeout
+        got: dict[str, RawValue] = await self._call(
+            lambda: exchange(
+                session, timeout, lambda: sock.send_get_many(chunk), sock.recv_get_many
+            )
+        )
         key = frozenset(chunk)
         if got or len(chunk) <= MIN_GET_SPLIT or key in self._absent:
             return got
@@ -310,37 +385,52 @@ class GufoTransport:
         cut = len(prefix)
         bulk = max_repetitions or self._max_repetitions
 
+        sock, timeout, v1 = session._sock, self._timeout, self._auth.version == "1"
+
         async def run() -> list[tuple[str, RawValue]]:
             rows: list[tuple[str, RawValue]] = []
             seen: set[str] = set()
             column, in_column = -1, 0
-            it = (
-                session.getnext(oid)
-                if self._auth.version == "1"
-                else session.getbulk(oid, max_repetitions=bulk)
+            ctx = GetIter(oid) if v1 else GetIter(oid, bulk)
+            send: Callable[[], None] = (
+                (lambda: sock.send_get_next(ctx)) if v1 else (lambda: sock.send_get_bulk(ctx))
             )
-            async for row_oid, value in it:
-                if not row_oid.startswith(prefix):
-                    # A GETNEXT answered with the very OID asked (or one above it): the
-                    # walk would never advance.
-                    raise ProtocolError(f"agent returned {row_oid}, not below {oid}: walk stuck")
-                if stop_column is not None:
-                    number = int(row_oid[cut:].partition(".")[0])
-                    if number >= stop_column:
-                        break
-                    if number != column:  # rows are counted per column
-                        column, in_column = number, 0
-                elif stop_key is not None and oid_key(row_oid) >= stop_key:
-                    break
-                # An agent whose walk does not advance answers an OID it already gave.
-                if row_oid in seen:
-                    raise ProtocolError(f"agent returned {row_oid} twice: walk stuck")
-                seen.add(row_oid)
-                rows.append((row_oid, value))
-                in_column += 1
-                if in_column > MAX_TABLE_ROWS or len(rows) > limit:
-                    raise ProtocolError(f"table {oid} has more than {MAX_TABLE_ROWS} rows")
-            return rows
+            recv: Callable[[], list[tuple[str, RawValue] | None]] = (
+                (lambda: [sock.recv_get_next(ctx)]) if v1 else (lambda: sock.recv_get_bulk(ctx))
+            )
+            while True:
+                try:
+                    batch = await exchange(session, timeout, send, recv)
+                except StopAsyncIteration:  # GETNEXT past the subtree (SNMPv1)
+                    return rows
+                if not batch:
+                    return rows
+                for item in batch:
+                    if item is None:  # the end of the subtree
+                        return rows
+                    row_oid, value = item
+                    if not row_oid.startswith(prefix):
+                        # A GETNEXT answered with the very OID asked (or one above it): the
+                        # walk would never advance.
+                        raise ProtocolError(
+                            f"agent returned {row_oid}, not below {oid}: walk stuck"
+                        )
+                    if stop_column is not None:
+                        number = int(row_oid[cut:].partition(".")[0])
+                        if number >= stop_column:
+                            return rows
+                        if number != column:  # rows are counted per column
+                            column, in_column = number, 0
+                    elif stop_key is not None and oid_key(row_oid) >= stop_key:
+                        return rows
+                    # An agent whose walk does not advance answers an OID it already gave.
+                    if row_oid in seen:
+                        raise ProtocolError(f"agent returned {row_oid} twice: walk stuck")
+                    seen.add(row_oid)
+                    rows.append((row_oid, value))
+                    in_column += 1
+                    if in_column > MAX_TABLE_ROWS or len(rows) > limit:
+                        raise ProtocolError(f"table {oid} has more than {MAX_TABLE_ROWS} rows")
 
         try:
             return await self._call(run)
@@ -369,9 +459,12 @@ class GufoTransport:
             return False
 
     def close(self) -> None:
-        """Forget the session; its socket closes with it."""
+        """Forget the session (and the lanes'); the sockets close with them."""
         self._session = None
         self._answered = False
+        for lane in self._lanes.values():
+            lane.close()
+        self._lanes.clear()
 
 
 class SnmpDriver:
@@ -484,23 +577,7 @@ class SnmpDriver:
             now = text(fetched.scalars[SYS_OBJECT_ID]).lstrip(".")
             if now != self._sys_object_id:
                 self._applied = None  # re-detect on the next poll
-        timeouts = 0
-        for walk in self._plan_walks(plan):
-            try:
-                rows = await self._transport.walk(walk.oid, walk.stop, walk.span, walk.bulk)
-            except DeviceTimeoutError as exc:
-                # One slow table is a partial result; two in a row means the device is gone.
-                timeouts += 1
-                if timeouts >= 2:
-                    raise
-                fetched.failed.update(dict.fromkeys(walk.columns, f"walk {walk.oid}: {exc}"))
-                continue
-            except DeviceError as exc:
-                # A table the agent cannot serve costs only the readings that need it.
-                fetched.failed.update(dict.fromkeys(walk.columns, f"walk {walk.oid}: {exc}"))
-                continue
-            timeouts = 0
-            self._rows[walk.entry] = _distribute(walk, rows, fetched.columns)
+        await self._walk_all(self._plan_walks(plan), fetched)
         version = {"1": "snmpv1", "2c": "snmpv2c", "3": "snmpv3"}[self._auth.version]
         parts = [
             Contribution(
@@ -512,6 +589,44 @@ class SnmpDriver:
             for p in applied
         ]
         return merge(parts, protocol=version)
+
+    async def _walk_all(self, walks: list[_Walk], fetched: Fetched) -> None:
+        """Run the walks, up to max_inflight at once (each on its own socket), filing the
+        rows in `fetched`. A table that fails costs only the readings that need it; two
+        timeouts with no table answered in between mean the device is gone."""
+        if not walks:
+            return
+        queue = list(reversed(walks))
+        state = {"timeouts": 0}
+        gone: list[DeviceTimeoutError] = []
+
+        async def worker(transport: SnmpTransport) -> None:
+            while queue and not gone:
+                walk = queue.pop()
+                try:
+                    rows = await transport.walk(walk.oid, walk.stop, walk.span, walk.bulk)
+                except DeviceTimeoutError as exc:
+                    state["timeouts"] += 1
+                    if state["timeouts"] >= 2:
+                        gone.append(exc)
+                        return
+                    fetched.failed.update(dict.fromkeys(walk.columns, f"walk {walk.oid}: {exc}"))
+                    continue
+                except DeviceError as exc:
+                    fetched.failed.update(dict.fromkeys(walk.columns, f"walk {walk.oid}: {exc}"))
+                    continue
+                state["timeouts"] = 0
+                self._rows[walk.entry] = _distribute(walk, rows, fetched.columns)
+
+        lanes = min(self._options.max_inflight, len(walks))
+        if lanes == 1:
+            await worker(self._transport)
+        else:
+            async with asyncio.TaskGroup() as group:
+                for number in range(lanes):
+                    group.create_task(worker(self._transport.lane(number)))
+        if gone:
+            raise gone[0]
 
     def _plan_walks(self, plan: _Plan) -> list[_Walk]:
         """How to read every table the applied profiles need, given last poll's rows.

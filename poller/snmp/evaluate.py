@@ -39,11 +39,15 @@ def text(raw: RawValue) -> str:
     """Render a raw value as text the way a profile's map keys and names are written."""
     if raw is None:
         return ""
+    if type(raw) is int:  # the commonest value: an enum or a gauge (no text to clean)
+        return str(raw)
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", errors="replace")
     if isinstance(raw, float) and raw.is_integer():
         return str(int(raw))
-    return _CONTROL.sub("", str(raw)).strip()
+    shown = str(raw)
+    # Control characters are rare: str.isprintable() (C, no regex) finds the clean majority.
+    return (shown if shown.isprintable() else _CONTROL.sub("", shown)).strip()
 
 
 def number(raw: RawValue) -> float | None:
@@ -258,9 +262,11 @@ def _aggregate(metric: MetricSpec, fetched: Fetched) -> list[Reading]:
     return _readings_for_row(scalar_row, metric, value, metric.scale)
 
 
-def device_info(profile: Profile, scalars: Mapping[str, RawValue]) -> DeviceInfo:
+def device_info(profile: Profile, scalars: Mapping[str, RawValue] | Fetched) -> DeviceInfo:
     """The vendor/model/firmware a profile's info entries point at."""
-    row = _Row(Fetched(scalars=dict(scalars)), None, "0")
+    row = _Row(
+        scalars if isinstance(scalars, Fetched) else Fetched(scalars=dict(scalars)), None, "0"
+    )
     values = {key: text(row.resolve(ref))[:_MAX_NAME] for key, ref in profile.spec.info.items()}
     return DeviceInfo(
         vendor=values.get("vendor", ""),
@@ -280,7 +286,7 @@ def normalize(profile: Profile, fetched: Fetched) -> DeviceData:
         if skipped:
             partial.add(skipped)
     return DeviceData(
-        info=device_info(profile, fetched.scalars),
+        info=device_info(profile, fetched),
         readings=tuple(readings),
         partial_errors=tuple(sorted(partial)),
     )
