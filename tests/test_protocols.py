@@ -119,7 +119,7 @@ def test_ipmi_includes_resolve_at_load(tmp_path: Path) -> None:
         "name: bmc-site\nprotocol: ipmi\nmatch: {manufacturer_id: [99999]}\n"
         "include: [ipmi-generic]\nlocations: [{name: 'Front Panel', location: inlet}]\n",
     )
-    from poller.ipmi.profile import LoadedIpmiProfile  # noqa: PLC0415
+    from poller.ipmi.profile import LoadedIpmiProfile
 
     profiles = load_profiles([tmp_path])
     site = profiles.typed("bmc-site", LoadedIpmiProfile)
