@@ -8,11 +8,29 @@ imports the HTTP client.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field, ValidationInfo
 
 from poller.protocols import ProtocolSpec, SettingsView, TargetView
 from poller.redfish.auth import RedfishAuth, RedfishOptions, parse_redfish_address
 from poller.redfish.profile import RedfishProfile, compile_profile, describe_match
+
+
+def _check_address(options: RedfishOptions, info: ValidationInfo) -> RedfishOptions:
+    """Validate a Redfish target's address with the Redfish parser (URLs included).
+
+    The generic address check runs before the target's protocol is known, so it applies
+    host[:port] rules; this runs after both (the `redfish:` key is validated even when left
+    out) and reports a bad scheme, path or port at load time rather than at the first poll.
+    """
+    address = info.data.get("address")
+    if info.data.get("protocol") == "redfish" and isinstance(address, str):
+        try:
+            parse_redfish_address(address, 443)
+        except ValueError as exc:
+            raise ValueError(f"address: {exc}") from None
+    return options
 
 
 def _options(target: TargetView, _settings: SettingsView) -> BaseModel:
@@ -27,7 +45,12 @@ PROTOCOL = ProtocolSpec(
     profile_model=RedfishProfile,
     compile_profile=compile_profile,
     driver="poller.redfish.driver:RedfishDriver",
-    target_fields={"redfish": (RedfishOptions, Field(default_factory=RedfishOptions))},
+    target_fields={
+        "redfish": (
+            Annotated[RedfishOptions, AfterValidator(_check_address)],
+            Field(default_factory=RedfishOptions, validate_default=True),
+        )
+    },
     options=_options,
     parse_address=parse_redfish_address,
     describe_match=describe_match,
