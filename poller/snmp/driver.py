@@ -131,47 +131,77 @@ def make_user(auth: SnmpAuth) -> User:
     return User(auth.username or "", **kwargs)
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 def _expire(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
 
 
-async def exchange(
-    session: SnmpSession, wait: float, send: Callable[[], None], recv: Callable[[], T]
-) -> T:
-    """One request and its answer on a gufo-snmp session's socket.
-
-    gufo-snmp's Rust socket encodes, sends, receives and decodes; this is the asyncio part,
-    leaner than the library's own (no wait_for, one absolute deadline however many stray
-    datagrams arrive, no per-value async iterator around a GETBULK's answer): a poll is
-    mostly this loop, so it is most of the CPU a poll costs.
+class _Channel:
+    """Requests and answers on one gufo-snmp session's socket, leaner than the library's own
+    asyncio layer: no wait_for, one absolute deadline however many stray datagrams arrive,
+    no per-value async iterator around a GETBULK's answer, and the socket stays registered
+    with the event loop between requests (a poll's requests follow each other closely, and
+    each registration is two epoll_ctl calls). gufo-snmp's Rust socket encodes, sends,
+    receives and decodes. A poll is mostly this loop, so it is most of the CPU a poll costs.
     """
-    try:
-        send()
-    except BlockingIOError:  # the socket's send buffer is full: wait until it is writable
-        await session._send(send)
-    loop = asyncio.get_running_loop()
-    fd = session._fd
-    deadline = loop.time() + wait
-    while True:
-        future: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, _wake, future)
-        timer = loop.call_at(deadline, _expire, future)
+
+    __slots__ = ("_fd", "_loop", "_registered", "_session", "_waiter")
+
+    def __init__(self, session: SnmpSession) -> None:
+        self._session = session
+        self._fd = session._fd
+        self._waiter: asyncio.Future[None] | None = None
+        self._registered = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _readable(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        elif waiter is None and self._loop is not None:
+            # A datagram nobody waits for (a late answer): stop watching until the next
+            # request, or the event loop would call this on every turn. It is read then.
+            self._loop.remove_reader(self._fd)
+            self._registered = False
+
+    async def exchange(self, wait: float, send: Callable[[], None], recv: Callable[[], T]) -> T:
+        """Send one request and return its decoded answer; TimeoutError after `wait` s."""
         try:
-            await future
+            send()
+        except BlockingIOError:  # the socket's send buffer is full: wait until writable
+            await self._session._send(send)
+        loop = asyncio.get_running_loop()
+        if not self._registered or self._loop is not loop:
+            if self._registered and self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            loop.add_reader(self._fd, self._readable)
+            self._loop, self._registered = loop, True
+        deadline = loop.time() + wait
+        try:
+            while True:
+                waiter = self._waiter = loop.create_future()
+                timer = loop.call_at(deadline, _expire, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+                try:
+                    return recv()
+                except BlockingIOError:  # a stray datagram, not the answer: wait on
+                    if loop.time() >= deadline:
+                        raise TimeoutError from None
+        except BaseException:
+            # Cancelled or failed: the socket may get the late answer, so stop watching.
+            self.close()
+            raise
         finally:
-            loop.remove_reader(fd)
-            timer.cancel()
-        try:
-            return recv()
-        except BlockingIOError:  # a stray datagram (an answer to an earlier, timed-out request)
-            if loop.time() >= deadline:
-                raise TimeoutError from None
+            self._waiter = None
+
+    def close(self) -> None:
+        """Stop watching the socket (the session closes it when dropped)."""
+        if self._registered and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+        self._registered = False
 
 
 class GufoTransport:
@@ -205,6 +235,15 @@ class GufoTransport:
         self._answered = False
         # Sibling transports for requests in flight beside this one's (max_inflight).
         self._lanes: dict[int, GufoTransport] = {}
+        self._channel: _Channel | None = None
+
+    def _channel_for(self, session: SnmpSession) -> _Channel:
+        channel = self._channel
+        if channel is None or channel._session is not session:
+            if channel is not None:
+                channel.close()
+            channel = self._channel = _Channel(session)
+        return channel
 
     def lane(self, number: int) -> SnmpTransport:
         """A sibling transport with its own socket: gufo-snmp matches an answer to the last
@@ -260,7 +299,10 @@ class GufoTransport:
             except OSError as exc:
                 raise UnreachableError(f"cannot open socket: {exc.strerror}") from None
         session = self._session
-        # SNMPv3: discover the engine id and time, and refresh it after idling.
+        # SNMPv3: discover the engine id and time, and refresh it after idling. That uses
+        # the library's own asyncio layer, which registers the socket itself: unwatch it here.
+        if self._channel is not None:
+            self._channel.close()
         await self._call(session.refresh)
         return session
 
@@ -335,18 +377,24 @@ class GufoTransport:
                 for oid in chunk:
                     if oid not in got:
                         with contextlib.suppress(NoSuchInstance):
-                            out[oid] = await self._call(lambda o=oid: session.get(o))  # type: ignore[misc]
+                            out[oid] = await self._get_one(session, oid)
         return out
+
+    async def _get_one(self, session: SnmpSession, oid: str) -> RawValue:
+        """GET one OID (SNMPv1, where one missing OID fails a whole PDU)."""
+        sock, channel = session._sock, self._channel_for(session)
+        value: RawValue = await self._call(
+            lambda: channel.exchange(self._timeout, lambda: sock.send_get(oid), sock.recv_get)
+        )
+        return value
 
     async def _get_chunk(self, session: SnmpSession, chunk: list[str]) -> dict[str, RawValue]:
         """One GET; an empty answer to several OIDs may be tooBig (gufo-snmp drops the
         error-status), so it is asked again in halves, and a size that works is kept.
         A set found truly absent is remembered, so it costs one request next time."""
-        sock, timeout = session._sock, self._timeout
+        sock, timeout, channel = session._sock, self._timeout, self._channel_for(session)
         got: dict[str, RawValue] = await self._call(
-            lambda: exchange(
-                session, timeout, lambda: sock.send_get_many(chunk), sock.recv_get_many
-            )
+            lambda: channel.exchange(timeout, lambda: sock.send_get_many(chunk), sock.recv_get_many)
         )
         key = frozenset(chunk)
         if got or len(chunk) <= MIN_GET_SPLIT or key in self._absent:
@@ -386,6 +434,7 @@ class GufoTransport:
         bulk = max_repetitions or self._max_repetitions
 
         sock, timeout, v1 = session._sock, self._timeout, self._auth.version == "1"
+        channel = self._channel_for(session)
 
         async def run() -> list[tuple[str, RawValue]]:
             rows: list[tuple[str, RawValue]] = []
@@ -400,7 +449,7 @@ class GufoTransport:
             )
             while True:
                 try:
-                    batch = await exchange(session, timeout, send, recv)
+                    batch = await channel.exchange(timeout, send, recv)
                 except StopAsyncIteration:  # GETNEXT past the subtree (SNMPv1)
                     return rows
                 if not batch:
@@ -443,15 +492,30 @@ class GufoTransport:
         step means no."""
         session = await self._ensure_session()
 
+        sock, channel, v1 = session._sock, self._channel_for(session), self._auth.version == "1"
+
         async def step() -> bool:
-            it = (
-                session.getnext(subtree)
-                if self._auth.version == "1"
-                else session.getbulk(subtree, max_repetitions=1)
-            )
-            async for oid, _ in it:
-                return oid.startswith(subtree + ".")
-            return False
+            ctx = GetIter(subtree) if v1 else GetIter(subtree, 1)
+            got: list[tuple[str, RawValue] | None]
+            try:
+                if v1:
+                    got = [
+                        await channel.exchange(
+                            self._timeout,
+                            lambda: sock.send_get_next(ctx),
+                            lambda: sock.recv_get_next(ctx),
+                        )
+                    ]
+                else:
+                    got = await channel.exchange(
+                        self._timeout,
+                        lambda: sock.send_get_bulk(ctx),
+                        lambda: sock.recv_get_bulk(ctx),
+                    )
+            except StopAsyncIteration:  # GETNEXT past the subtree (SNMPv1)
+                return False
+            first = got[0] if got else None
+            return first is not None and first[0].startswith(subtree + ".")
 
         try:
             return await self._call(step)
@@ -460,6 +524,9 @@ class GufoTransport:
 
     def close(self) -> None:
         """Forget the session (and the lanes'); the sockets close with them."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
         self._session = None
         self._answered = False
         for lane in self._lanes.values():
