@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
+from poller.ipmi import sdr
 from poller.ipmi.session import PollSelect
-from tests.ipmisim import IpmiSim
+from tests.ipmisim import IpmiSim, compact_record, full_record, load_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 FILLER = 1100  # low descriptors taken before any pyghmi socket exists
@@ -181,6 +182,43 @@ def test_pyghmi_session_module_uses_poll_select() -> None:
     from pyghmi.ipmi.private import session as pyghmi_session
 
     assert isinstance(pyghmi_session.select, PollSelect)
+
+
+# -- memory: parsed SDR sensors shared between BMCs with identical records --------------
+
+
+def _records(fixture: str) -> list[bytes]:
+    sensors = load_fixture(fixture)["sensors"]
+    return [
+        bytes(compact_record(k, s) if "states" in s else full_record(k, s))
+        for k, s in enumerate(sensors, start=1)
+    ]
+
+
+def test_identical_sdr_records_share_parsed_sensors() -> None:
+    records = _records("dell")
+    a = sdr.parse_records(records, sdr.DeviceId(674, 1, "7.10"))
+    b = sdr.parse_records(list(records), sdr.DeviceId(674, 1, "7.10"))
+    assert len(a) == len(records) > 5
+    assert all(x is y for x, y in zip(a, b, strict=True))
+    # Another product, or one changed record, is parsed on its own.
+    other = sdr.parse_records(records, sdr.DeviceId(674, 2, "7.10"))
+    assert not any(x is y for x, y in zip(a, other, strict=True))
+    changed = [records[0][:-1] + b"X", *records[1:]]
+    c = sdr.parse_records(changed, sdr.DeviceId(674, 1, "7.10"))
+    assert c[0] is not a[0] and c[0].name != a[0].name
+    assert all(x is y for x, y in zip(a[1:], c[1:], strict=True))
+
+
+def test_non_linear_sensors_are_never_shared() -> None:
+    """Their formula factors are fetched from each BMC at read time and kept on pyghmi's
+    decoder object, so one shared object would mix BMCs."""
+    record = bytearray(_records("dell")[0])
+    record[23] = 0x70  # linearization: non-linear, factors read from the BMC
+    first = sdr.parse_records([bytes(record)], sdr.DeviceId(674, 1, "7.10"))
+    second = sdr.parse_records([bytes(record)], sdr.DeviceId(674, 1, "7.10"))
+    assert first[0].entry.linearization == 0x70
+    assert first[0] is not second[0]
 
 
 if __name__ == "__main__":

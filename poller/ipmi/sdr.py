@@ -7,6 +7,10 @@ SDR Repository Info, one command per poll) change. pyghmi's own SDR cache is key
 and firmware only, not by BMC, so two servers of one model with different hardware could
 share an SDR there; hwpoller keys its cache by address as well and uses pyghmi only to
 decode records and readings.
+
+Parsed sensors are shared between BMCs whose records are byte for byte the same (servers of
+one model and firmware mostly are): pyghmi's decoder objects are large (~1 KiB each), and
+1,000 BMCs would otherwise hold 1,000 copies of the same few dozen.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import re
 import struct
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +63,7 @@ class DeviceId:
     firmware: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class SdrSensor:
     """One readable sensor from the SDR, with pyghmi's decoder for its readings."""
 
@@ -175,11 +180,28 @@ def _clean_name(name: str, number: int) -> str:
     return text[:64] or f"sensor {number}"
 
 
+# Parsed sensors by (record bytes, manufacturer id, product id): what pyghmi's decoder is
+# built from. Weak: a sensor is dropped once no BMC's SDR holds it.
+_SHARED: weakref.WeakValueDictionary[tuple[bytes, int, int], SdrSensor] = (
+    weakref.WeakValueDictionary()
+)
+_SHARED_LOCK = threading.Lock()
+# pyghmi's linearization codes above this are non-linear sensors whose formula factors are
+# fetched from the BMC at read time and stored on the decoder: never shared.
+_MAX_LINEAR = 11
+
+
 def parse_records(records: Sequence[bytes], ident: DeviceId) -> tuple[SdrSensor, ...]:
     """Readable sensors owned by the BMC, from full (type 1) and compact (type 2) records."""
     sensors: list[SdrSensor] = []
     for record in records:
         if len(record) < 20 or record[3] not in (0x01, 0x02) or record[5] != BMC_OWNER:
+            continue
+        key = (bytes(record), ident.manufacturer_id, ident.product_id)
+        with _SHARED_LOCK:
+            shared = _SHARED.get(key)
+        if shared is not None:
+            sensors.append(shared)
             continue
         try:
             entry = pyghmi_sdr.SDREntry(
@@ -187,20 +209,23 @@ def parse_records(records: Sequence[bytes], ident: DeviceId) -> tuple[SdrSensor,
             )
         except (NotImplementedError, IndexError, KeyError, ValueError, UnicodeDecodeError):
             continue  # a malformed record costs only its own sensor
-        sensors.append(
-            SdrSensor(
-                name=_clean_name(str(entry.sensor_name), entry.sensor_number),
-                number=entry.sensor_number,
-                lun=entry.sensor_lun,
-                entity=record[8],
-                instance=record[9] & 0x7F,
-                sensor_type=entry.sensor_type_number,
-                reading_type=entry.reading_type,
-                unit=str(entry.unit_suffix).strip(),
-                thresholds=bool(entry.has_thresholds),
-                entry=entry,
-            )
+        sensor = SdrSensor(
+            name=_clean_name(str(entry.sensor_name), entry.sensor_number),
+            number=entry.sensor_number,
+            lun=entry.sensor_lun,
+            entity=record[8],
+            instance=record[9] & 0x7F,
+            sensor_type=entry.sensor_type_number,
+            reading_type=entry.reading_type,
+            unit=str(entry.unit_suffix).strip(),
+            thresholds=bool(entry.has_thresholds),
+            entry=entry,
         )
+        linearization = getattr(entry, "linearization", None)  # None: compact record
+        if linearization is None or linearization <= _MAX_LINEAR:
+            with _SHARED_LOCK:
+                sensor = _SHARED.setdefault(key, sensor)
+        sensors.append(sensor)
     return tuple(sensors)
 
 
