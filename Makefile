@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages whose real programs the integration tests talk to.
 APT_PACKAGES := snmpd snmp openipmi ipmitool freeipmi-tools prometheus prometheus-alertmanager chromium
+# The Go exporters the benchmarks compare against (make bench only).
+BENCH_APT_PACKAGES := prometheus-snmp-exporter prometheus-ipmi-exporter
 
 .PHONY: run test lint bench bench-alerts conformance venv deps system-deps clean
 
@@ -17,7 +19,7 @@ venv: $(BIN)/hwpoller
 
 # Installs the peer programs with apt-get when they are missing and we are root on Debian.
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES) $(EXTRA_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
@@ -40,7 +42,7 @@ lint: venv
 	$(BIN)/ruff format --check poller tests
 	$(BIN)/mypy
 
-## make bench: polls per second and CPU seconds per poll against N simulated agents (N=200)
+## make bench: CPU and wall per poll beside snmp_exporter and ipmi_exporter (A/B rounds), polls per second against N simulated agents (N=200), then the scale run
 N ?= 200
 BMCS ?= 20
 # then one real `hwpoller run` against SCALE_SNMP replayed SNMP devices and SCALE_BMCS simulated
@@ -48,7 +50,10 @@ BMCS ?= 20
 SCALE_SNMP ?= 5000
 SCALE_BMCS ?= 1000
 BENCH_SECONDS ?= 150
-bench: venv system-deps
+bench: venv
+	$(MAKE) system-deps EXTRA_APT_PACKAGES="$(BENCH_APT_PACKAGES)"
+	$(BIN)/python -m tests.bench.bench_vs_exporters
+	$(BIN)/python -m tests.bench.bench_vs_ipmi_exporter
 	$(BIN)/python -m tests.bench.bench_snmp --agents $(N)
 	@if [ -f tests/bench/bench_ipmi.py ]; then $(BIN)/python -m tests.bench.bench_ipmi --bmcs $(BMCS); fi
 	BENCH_SECONDS=$(BENCH_SECONDS) $(BIN)/python -m tests.bench.bench_scale --snmp $(SCALE_SNMP) --bmcs $(SCALE_BMCS)

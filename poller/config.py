@@ -148,8 +148,9 @@ class TargetBase(StrictModel):
     (ProtocolSpec.target_fields) in Target, built from the registry below."""
 
     name: str = Field(pattern=_NAME_RE, max_length=MAX_NAME)
-    address: Annotated[str, Field(max_length=300)]  # a 253-character host name and a port
+    # Before address: the address syntax is the protocol's (a URL for some).
     protocol: str  # one of the registered protocols (a Literal in Target)
+    address: Annotated[str, Field(max_length=300)]  # a 253-character host name and a port
     auth: Name
     profile: Name | None = None
     interval: Interval | None = None

@@ -27,6 +27,13 @@ DEVICES = {
     "ups-1",
     "crac-1",
     "envmon-1",
+    # The same six servers' BMCs over Redfish.
+    "web-1-redfish",
+    "web-2-redfish",
+    "db-1-redfish",
+    "app-1-redfish",
+    "app-2-redfish",
+    "backup-1-redfish",
 }
 
 

@@ -49,9 +49,10 @@ def main() -> int:
     # The servers' BMCs also serve Redfish (six more targets beside the IPMI ones).
     parser.add_argument(
         "--redfish",
-        action="store_true",
-        default=os.environ.get("HWPOLLER_DEMO_REDFISH") == "1",
-        help="also poll every server's BMC over Redfish (or HWPOLLER_DEMO_REDFISH=1)",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("HWPOLLER_DEMO_REDFISH", "1") != "0",
+        help="also poll every server's BMC over Redfish (default; --no-redfish or "
+        "HWPOLLER_DEMO_REDFISH=0 to leave them out)",
     )
     args = parser.parse_args()
     setup_logging("info")
