@@ -86,12 +86,12 @@ def test_ca_file_read_at_load(tmp_path: Path) -> None:
 
 
 def test_bad_target_address_and_options() -> None:
-    # The generic host[:port] check runs first and reads "gopher://h" as host:port.
-    with pytest.raises(ConfigError, match="port must be 1-65535"):
+    # The protocol is validated first, so the address is read with Redfish's syntax.
+    with pytest.raises(ConfigError, match=r"\.address: .*scheme must be http or https"):
         parse_config(config({}, address="gopher://h"))
-    # With a port it passes that check (as an IPv6-like host); the Redfish check catches it.
-    with pytest.raises(ConfigError, match=r"redfish: address: .*scheme must be http or https"):
+    with pytest.raises(ConfigError, match=r"scheme must be http or https"):
         parse_config(config({}, address="gopher://h:70"))
+    assert parse_config(config({}, address="http://127.0.0.1")).targets[0].address
     with pytest.raises(ConfigError, match="without a path"):
         parse_config(config({}, address="https://h:443/redfish/v1"))
     assert parse_config(config({}, address="http://127.0.0.1:8000")).targets[0].address
