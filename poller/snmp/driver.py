@@ -565,8 +565,11 @@ class SnmpDriver:
             [self._profiles.typed(spec.profile, Profile)] if spec.profile is not None else None
         )
         self._sys_object_id: str | None = None
-        # Rows each table had at the last poll, to pick the cheaper way to walk it.
+        # Rows each table had at the last poll, to pick the cheaper way to walk it, and the
+        # varbinds a walk of its entry returned (columns in range that are not needed can
+        # have more rows than the needed ones).
         self._rows: dict[str, int] = {}
+        self._varbinds: dict[str, int] = {}
         # PDUs the last detection cost (reported by `probe` and the benchmarks).
         self.detection_requests = 0
         self._plan: _Plan | None = None
@@ -684,6 +687,8 @@ class SnmpDriver:
                     continue
                 state["timeouts"] = 0
                 self._rows[walk.entry] = _distribute(walk, rows, fetched.columns)
+                if walk.stop is not None:
+                    self._varbinds[walk.entry] = len(rows)
 
         lanes = min(self._options.max_inflight, len(walks))
         if lanes == 1:
@@ -716,7 +721,7 @@ class SnmpDriver:
             # last needed one, so do that only when the needed ones are most of that range.
             sparse = known is None and 2 * len(columns) < last
             if len(columns) > 1 and whole < by_column and not sparse:
-                bulk = self._bulk(known, rows * last + 1)
+                bulk = self._bulk(known, max(rows * last, self._varbinds.get(entry, 0)) + 1)
                 out.append(_Walk(entry, entry, f"{entry}.{last + 1}", last, columns, bulk))
             else:
                 bulk = self._bulk(known, rows + 1)

@@ -112,13 +112,7 @@ class _Row:
 def _keep(row: _Row, conditions: Iterable[Condition]) -> bool:
     for cond in conditions:
         value = row.index if cond.index else text(row.raw(cond.column, cond.oid, cond.table))
-        if cond.in_ is not None and value not in cond.in_:
-            return False
-        if cond.not_in is not None and value in cond.not_in:
-            return False
-        if cond.match is not None and not re.search(cond.match, value):
-            return False
-        if cond.not_match is not None and re.search(cond.not_match, value):
+        if not cond.test(value):
             return False
     return True
 
@@ -150,7 +144,7 @@ def _location(row: _Row, metric: MetricSpec, sensor: str) -> Location | None:
         if resolved in Location.__members__.values():
             return Location(resolved)
     for rule in metric.location_rules:
-        if re.search(rule.match, sensor):
+        if rule.regex.search(sensor):
             return rule.location
     return Location.OTHER
 

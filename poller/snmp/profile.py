@@ -9,7 +9,7 @@ poller.snmp.evaluate.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -143,6 +143,20 @@ class Condition(_Strict):
                 _regex(pattern)
         return self
 
+    @cached_property
+    def test(self) -> Callable[[str], bool]:
+        """The condition as one function of the row's value, compiled once."""
+        if self.in_ is not None:
+            return frozenset(self.in_).__contains__
+        if self.not_in is not None:
+            excluded = frozenset(self.not_in)
+            return lambda value: value not in excluded
+        if self.match is not None:
+            search = re.compile(self.match).search
+            return lambda value: search(value) is not None
+        search = re.compile(self.not_match or "").search
+        return lambda value: search(value) is None
+
 
 class LocationRule(_Strict):
     """Pick a location when the sensor name matches a regular expression."""
@@ -154,6 +168,11 @@ class LocationRule(_Strict):
     def _check(self) -> LocationRule:
         _regex(self.match)
         return self
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        """The pattern, compiled once."""
+        return re.compile(self.match)
 
 
 class Fallback(_Strict):
