@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from poller.model import PHYSICAL_RANGE, DeviceData, DeviceInfo, Quantity, Reading
+from poller.model import PHYSICAL_RANGE, DeviceData, DeviceInfo, Reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +35,7 @@ class Contribution:
 
 def in_range(reading: Reading) -> bool:
     """Whether a reading's value is physically possible for its quantity."""
-    if reading.quantity in (Quantity.STATUS, Quantity.UPS_POWER_SOURCE):
-        return True
-    bounds = PHYSICAL_RANGE.get(reading.quantity)
+    bounds = PHYSICAL_RANGE.get(reading.quantity)  # none for states (status, power source)
     return bounds is None or bounds[0] <= reading.value <= bounds[1]
 
 

@@ -124,13 +124,15 @@ class Reading:
     def series(self) -> tuple[str, str, str, str, str]:
         """The identity of the exported series: two readings with one identity would be
         duplicate series (UPS load and power source carry no sensor label)."""
-        sensor = "" if self.quantity in UNNAMED else self.sensor
+        # The members themselves, not .value: they are str (StrEnum) and equal to their
+        # values, and an enum's .value is a slow descriptor on a path run per reading.
+        quantity = self.quantity
         return (
-            self.quantity.value,
-            sensor,
-            self.location.value if self.location is not None else "",
-            self.limit_type.value if self.limit_type is not None else "",
-            self.hw_type.value if self.quantity == Quantity.STATUS and self.hw_type else "",
+            quantity,
+            "" if quantity in UNNAMED else self.sensor,
+            self.location or "",
+            self.limit_type or "",
+            (self.hw_type or "") if quantity is _STATUS else "",
         )
 
     @property
@@ -141,6 +143,7 @@ class Reading:
 
 # Quantities exported without a sensor label: one per device.
 UNNAMED = frozenset({Quantity.UPS_LOAD, Quantity.UPS_POWER_SOURCE})
+_STATUS = Quantity.STATUS
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # "1_000", "inf" and "nan", which no device means.
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MAX_NAME = 128
+# Quantities whose readings are states, not numbers.
+_STATES = frozenset({Quantity.STATUS, Quantity.UPS_POWER_SOURCE})
 
 
 @dataclass
@@ -172,12 +174,13 @@ def _readings_for_row(row: _Row, metric: MetricSpec, raw: RawValue, scale: float
     sensor = _sensor(row, metric)
     location = _location(row, metric, sensor)
     if metric.map is not None:
-        if text(raw) in metric.invalid:
+        shown = text(raw)
+        if shown in metric.invalid:
             return []
-        mapped = metric.map.get(text(raw), metric.default)
+        mapped = metric.map.get(shown, metric.default)
         if mapped is None:
             return []
-        if metric.quantity in (Quantity.STATUS, Quantity.UPS_POWER_SOURCE):
+        if metric.quantity in _STATES:
             return [
                 Reading(
                     metric.quantity,
@@ -228,7 +231,10 @@ def _metric_readings(metric: MetricSpec, fetched: Fetched) -> tuple[list[Reading
             out.append((index, _readings_for_row(row, metric, raw, metric.scale)))
     # Two rows with one name (e.g. unnamed probes all called "Unknown") would produce duplicate
     # series, which Prometheus rejects: tell them apart by their index.
-    counts = Counter(rs[0].sensor for _, rs in out if rs)
+    names = [rs[0].sensor for _, rs in out if rs]
+    if len(set(names)) == len(names):
+        return [r for _, rs in out for r in rs], None
+    counts = Counter(names)
     result: list[Reading] = []
     for index, rs in out:
         result.extend(
