@@ -12,6 +12,7 @@ setup really reaches the limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -182,6 +183,37 @@ def test_pyghmi_session_module_uses_poll_select() -> None:
     from pyghmi.ipmi.private import session as pyghmi_session
 
     assert isinstance(pyghmi_session.select, PollSelect)
+
+
+def test_pyghmi_lock_orders_cannot_deadlock() -> None:
+    """pyghmi's two paths, as the stack dump of a hung scale run showed them: send_payload
+    holds KEEPALIVE_SESSIONS and takes WAITING_SESSIONS (_xmit_packet); a retry holds
+    WAITING_SESSIONS and takes KEEPALIVE_SESSIONS (_timedout -> send_payload). Run both at
+    once, each holding its first lock until the other has its own: with two locks this is
+    the deadlock (both acquires time out)."""
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    both_hold = threading.Barrier(2, timeout=1)
+    got: dict[str, bool] = {}
+
+    def path(name: str, first: str, second: str) -> None:
+        with getattr(pyghmi_session, first):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_hold.wait()
+            lock = getattr(pyghmi_session, second)
+            got[name] = lock.acquire(timeout=2)
+            if got[name]:
+                lock.release()
+
+    threads = [
+        threading.Thread(target=path, args=("send", "KEEPALIVE_SESSIONS", "WAITING_SESSIONS")),
+        threading.Thread(target=path, args=("retry", "WAITING_SESSIONS", "KEEPALIVE_SESSIONS")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert got == {"send": True, "retry": True}
 
 
 # -- memory: parsed SDR sensors shared between BMCs with identical records --------------

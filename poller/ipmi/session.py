@@ -15,6 +15,14 @@ raises ValueError, the thread dies and no BMC ever logs in. pyghmi looks `select
 its session module's global on every wait, so this module replaces that global with
 PollSelect (the same select() call, implemented with poll(2)) on import, before any
 session exists.
+
+pyghmi guards its retry table with one global lock and its keepalive table with another,
+and takes them in both orders: send_payload holds KEEPALIVE_SESSIONS and then takes
+WAITING_SESSIONS to arm the retry timer, while a retry (awaitresponse and wait_for_rsp call
+_timedout) holds WAITING_SESSIONS and then sends, taking KEEPALIVE_SESSIONS. Two threads
+meeting there hang every IPMI thread for good; with 1,000 BMCs on a busy host (replies late,
+retries) that happened within a minute. Both names are module globals looked up at each
+use, so this module makes them the same reentrant lock.
 """
 
 from __future__ import annotations
@@ -140,6 +148,8 @@ class PollSelect:
 
 # Before any session: pyghmi's I/O thread calls `select.select` through this global.
 pyghmi_session.select = PollSelect()
+# One lock for both tables (see the module docstring): no lock order left to invert.
+pyghmi_session.KEEPALIVE_SESSIONS = pyghmi_session.WAITING_SESSIONS
 
 
 class _StrictSession(pyghmi_session.Session):  # type: ignore[misc]
