@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +140,13 @@ def run_queue_wait(pid: int) -> float:
         with contextlib.suppress(OSError, IndexError, ValueError):
             total += int((task / "schedstat").read_text().split()[1])
     return total / 1e9
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine spent busy since boot (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
 
 
 def status(pid: int) -> dict[str, int]:
@@ -254,6 +262,8 @@ class Check:
     missing: int  # configured but absent from the exposition
     scrape_cpu: float  # hwpoller CPU seconds while the scrape ran
     polled: int = 0  # targets with a newer success than at the previous check
+    # per protocol: (fresh: last success within one interval, configured)
+    fresh: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -265,12 +275,14 @@ class Window:
     cpu: float = 0.0
     wait: float = 0.0  # run-queue wait of hwpoller's threads, seconds
     agent_cpu: dict[str, float] = field(default_factory=dict)
+    machine_busy: float = 0.0  # CPU seconds the whole machine was busy (/proc/stat)
     start: dict[str, int] = field(default_factory=dict)
     end: dict[str, int] = field(default_factory=dict)
     peak_rss: int = 0
     load_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
     never_at_end: list[str] = field(default_factory=list)
+    all_up_after: float | None = None  # s from /metrics answering to every target up once
     stale_at_end: list[str] = field(default_factory=list)
 
 
@@ -299,7 +311,16 @@ def scrape(url: str, names: set[str], interval: float, pid: int) -> tuple[Check,
         missing=len(names - seen.keys()),
         scrape_cpu=cpu,
     )
+    for protocol in ("snmp", "ipmi"):
+        mine = [n for n in names if _protocol(n) == protocol]
+        if mine:
+            fresh = sum(1 for n in mine if n in ages and ages[n] <= interval)
+            check.fresh[protocol] = (fresh, len(mine))
     return check, {name: seen.get(name, 0.0) for name in names}
+
+
+def _protocol(name: str) -> str:
+    return "ipmi" if name.startswith("bmc-") else "snmp"
 
 
 def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float) -> float:
@@ -324,20 +345,38 @@ def measure(
     interval: float,
     warmup: float,
     seconds: float,
+    max_warmup: float,
 ) -> Window:
-    """Warm up, then check freshness every 10 s for `seconds`, with /proc figures."""
+    """Warm up for `warmup` s and then until every target has succeeded once (at most
+    `max_warmup` s in all); then check freshness every 10 s for `seconds`, with /proc
+    figures. Targets that failed in the start-up burst sit in backoff (up to 5 min), so a
+    fixed warm-up would measure the start, not the steady state."""
     pid = proc.pid
-    out = Window(load_start=os.getloadavg())
-    deadline = time.monotonic() + warmup
-    while time.monotonic() < deadline:
+    out = Window()
+    t_start = time.monotonic()
+    while True:
         if proc.poll() is not None:
             raise RuntimeError(f"hwpoller exited with {proc.returncode} during warm-up")
-        time.sleep(1)
+        time.sleep(10)
+        elapsed = time.monotonic() - t_start
+        if elapsed < warmup:
+            continue
+        check, _ = scrape(url, names, interval, pid)
+        never = check.never + check.missing
+        print(f"  warm-up {elapsed:4.0f}s: {never} targets not up yet", flush=True)
+        if never == 0:
+            out.all_up_after = elapsed
+            break
+        if elapsed >= max_warmup:
+            print(f"  warm-up ends at {max_warmup:g} s with {never} targets never up")
+            break
+    out.load_start = os.getloadavg()
     out.start = status(pid)
     wait0 = run_queue_wait(pid)
-    cpu0, agents0, t0 = (
+    cpu0, agents0, busy0, t0 = (
         cpu_seconds(pid),
         {k: cpu_seconds(p) for k, p in agents.items()},
+        machine_busy_seconds(),
         time.monotonic(),
     )
     last: dict[str, float] = {}
@@ -351,10 +390,11 @@ def measure(
             check.polled = sum(ts > previous.get(name, 0.0) for name, ts in last.items())
         out.checks.append(check)
         out.peak_rss = max(out.peak_rss, status(pid)["VmRSS"])
+        fresh = "  ".join(f"{k} {f}/{n}" for k, (f, n) in check.fresh.items())
         print(
             f"  t={check.at:5.0f}s scrape {check.seconds:5.2f}s {check.size / 1e6:5.1f} MB  "
-            f"oldest {check.oldest:4.0f}s  stale>{interval:g}s {check.stale:5d}  "
-            f"late {check.late:5d}  down {check.down:5d}  never {check.never:5d}",
+            f"fresh {fresh}  oldest {check.oldest:4.0f}s  late {check.late:5d}  "
+            f"down {check.down:5d}  never {check.never:5d}",
             flush=True,
         )
         step += 1
@@ -367,6 +407,7 @@ def measure(
     out.cpu = cpu_seconds(pid) - cpu0
     out.wait = run_queue_wait(pid) - wait0
     out.agent_cpu = {k: cpu_seconds(p) - agents0[k] for k, p in agents.items()}
+    out.machine_busy = machine_busy_seconds() - busy0
     out.end = status(pid)
     out.load_end = os.getloadavg()
     now = time.time()
@@ -407,9 +448,10 @@ def report(plan: Plan, window: Window, ready: float, log_path: Path) -> bool:
         f"  settings: {json.dumps(plan.settings('...'))} "
         "(timeout, retries, jitter, max_repetitions: defaults)"
     )
+    up = "never" if window.all_up_after is None else f"{window.all_up_after:.0f} s later"
     print(
         f"  {len(checks)} checks over {window.wall:.0f} s after warm-up; "
-        f"/metrics first answered {ready:.1f} s after start"
+        f"/metrics first answered {ready:.1f} s after start, every target up once: {up}"
     )
     load0, load1 = window.load_start, window.load_end
     print(
@@ -448,6 +490,16 @@ def report(plan: Plan, window: Window, ready: float, log_path: Path) -> bool:
         )
     row("hwpoller fds", f"{window.start['fds']} -> {window.end['fds']}")
     row("hwpoller threads", f"{window.start['Threads']} -> {window.end['Threads']}")
+    for protocol in checks[-1].fresh:
+        shares = [c.fresh[protocol][0] / c.fresh[protocol][1] for c in checks]
+        total = checks[-1].fresh[protocol][1]
+        row(
+            f"fresh {protocol} (<= {plan.interval:g} s old)",
+            f"last {checks[-1].fresh[protocol][0]}/{total}, "
+            f"mean {100 * sum(shares) / len(shares):.1f} %, worst {100 * min(shares):.1f} %",
+            "all",
+            min(shares) == 1.0,
+        )
     row(
         f"stale targets (> {plan.interval:g} s) per check",
         f"max {worst_stale}, mean {sum(c.stale for c in checks) / len(checks):.1f}",
@@ -468,6 +520,8 @@ def report(plan: Plan, window: Window, ready: float, log_path: Path) -> bool:
         f"{min(scrape_s):.2f}-{max(scrape_s):.2f} s, {checks[-1].size / 1e6:.1f} MB",
     )
     row("agents' CPU (cores)", agent_cpu)
+    busy = window.machine_busy / window.wall
+    row("whole machine busy (cores)", f"{busy:.2f} of {os.cpu_count()}")
     if never:
         kinds: dict[str, int] = {}
         for name in never:
@@ -477,7 +531,218 @@ def report(plan: Plan, window: Window, ready: float, log_path: Path) -> bool:
     if window.stale_at_end:
         print(f"  stale at the last check, e.g.: {', '.join(window.stale_at_end[:5])}")
     print(f"  hwpoller log (warnings and errors): {log_path}")
+    for line in limiting_factors(plan, window):
+        print(f"  limit: {line}")
     return core <= TARGETS["cpu_cores"] and max(rss1, peak) <= TARGETS["rss_mib"] and fresh
+
+
+def limiting_factors(plan: Plan, window: Window) -> list[str]:
+    """What held the figures back, judged from the measurements (most binding first)."""
+    out = []
+    cores = os.cpu_count() or 1
+    busy = window.machine_busy / window.wall
+    core = window.cpu / window.wall
+    agents = sum(window.agent_cpu.values()) / window.wall
+    wait = window.wait / window.wall
+    checks = window.checks
+    if busy > 0.9 * cores:
+        out.append(
+            f"the machine is saturated: {busy:.2f} of {cores} cores busy: hwpoller "
+            f"{core:.2f}, the simulators {agents:.2f}, other processes "
+            f"{max(0.0, busy - core - agents):.2f}; hwpoller's threads waited {wait:.2f} s "
+            "per s for a CPU, so late polls here are not the poller's own limit (run the "
+            "simulators on another host, on an otherwise idle one, to separate them)"
+        )
+    if core > TARGETS["cpu_cores"]:
+        out.append(f"hwpoller CPU {core:.2f} cores > {TARGETS['cpu_cores']:g}")
+    rss = max(window.end["VmRSS"], window.peak_rss) / 1024
+    if rss > TARGETS["rss_mib"]:
+        out.append(f"hwpoller RSS {rss:.0f} MiB > {TARGETS['rss_mib']:g} MiB")
+    for protocol in checks[-1].fresh:
+        worst = min(c.fresh[protocol][0] / c.fresh[protocol][1] for c in checks)
+        if worst < 1.0:
+            out.append(
+                f"{protocol}: at worst {100 * (1 - worst):.1f} % of targets were older than one "
+                f"interval (with the default jitter of ±{JITTER:.0%} about "
+                f"{100 * JITTER / 4:.1f} % are, just before their next poll)"
+            )
+    if window.never_at_end:
+        out.append(f"{len(window.never_at_end)} targets never succeeded (see the log)")
+    if not out:
+        out.append("none reached: every figure is within the issue's targets")
+    return out
+
+
+# --- memory per target ------------------------------------------------------------------
+
+# tracemalloc groups, by the file that allocated: first match wins.
+MEMORY_GROUPS = (
+    ("exporter cache (rendered text, label prefixes)", "poller/exporter.py"),
+    ("store (TargetView, PollResult)", "poller/store.py"),
+    ("SNMP driver (transport state, raw values)", "poller/snmp/"),
+    ("IPMI driver (SDR cache, readings)", "poller/ipmi/"),
+    ("pyghmi sessions", "pyghmi/"),
+    ("gufo-snmp (Python side)", "gufo/"),
+    ("readings and results (model)", "poller/model.py"),
+    ("scheduler (runners, tasks)", "poller/scheduler.py"),
+    ("asyncio (tasks, futures, handles)", "asyncio/"),
+    ("threads and executor", "threading.py"),
+    ("threads and executor", "concurrent/"),
+    ("config and profiles", "poller/config"),
+    ("config and profiles", "poller/profiles.py"),
+    ("config and profiles", "pydantic"),
+)
+
+
+def _proc_status_kib(keys: tuple[str, ...] = ("VmRSS", "RssAnon", "RssFile")) -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in keys:
+            out[key] = int(value.split()[0])
+    return out
+
+
+def _thread_stacks_kib() -> tuple[int, int]:
+    """(count, resident KiB) of the 8 MiB anonymous mappings glibc gives each thread stack."""
+    count = rss = 0
+    size = 0
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key == "Size":
+            size = int(value.split()[0])
+        elif key == "Rss" and size in (8192, 8196):
+            count, rss = count + 1, rss + int(value.split()[0])
+    return count, rss
+
+
+async def _memory_child(config_path: str, settle: float, trace: bool) -> dict[str, object]:
+    """In a fresh process: poll every target of the config until each has succeeded and
+    `settle` more seconds have passed, render /metrics once, and account for the memory."""
+    import gc
+    import threading
+    import tracemalloc
+
+    import poller.ipmi.driver
+    import poller.snmp.driver  # noqa: F401 - imported before the baseline, not per target
+    from poller.app import load_all
+    from poller.exporter import exposition
+    from poller.scheduler import Scheduler
+    from poller.store import Store
+
+    config, profiles = load_all(config_path)
+    names = [t.name for t in config.targets]
+    store = Store()
+    exposition(store)
+    gc.collect()
+    base = _proc_status_kib()
+    if trace:
+        tracemalloc.start(1)
+    scheduler = Scheduler(config, profiles, store)
+    await scheduler.start()
+    t0 = time.monotonic()
+    all_up_at = None
+    while time.monotonic() - t0 < 600:
+        await asyncio.sleep(1)
+        views = [store.get(n) for n in names]
+        if all_up_at is None and all(v is not None and v.last_success_at for v in views):
+            all_up_at = time.monotonic() - t0
+        if all_up_at is not None and time.monotonic() - t0 > all_up_at + settle:
+            break
+    # The exporter's per-target cache stays; the scrape body itself is transient.
+    size = len(exposition(store))
+    gc.collect()
+    end = _proc_status_kib()
+    out: dict[str, object] = {
+        "targets": len(names),
+        "up": sum(1 for n in names if (v := store.get(n)) is not None and v.up),
+        "all_up_after_s": all_up_at,
+        "base_kib": base,
+        "end_kib": end,
+        "threads": threading.active_count(),
+        "thread_stacks": _thread_stacks_kib(),
+        "fds": len(os.listdir("/proc/self/fd")),
+        "exposition_bytes": size,
+    }
+    if trace:
+        snapshot = tracemalloc.take_snapshot()
+        overhead = tracemalloc.get_tracemalloc_memory()
+        traced = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        groups: dict[str, int] = {}
+        for stat in snapshot.statistics("filename"):
+            filename = stat.traceback[0].filename
+            group = next((g for g, part in MEMORY_GROUPS if part in filename), "other Python")
+            groups[group] = groups.get(group, 0) + stat.size
+        lines = []
+        for st in snapshot.statistics("lineno")[:20]:
+            frame = st.traceback[0]
+            where = "/".join(Path(frame.filename).parts[-2:])
+            lines.append((f"{where}:{frame.lineno}", st.size))
+        out |= {
+            "traced_bytes": traced,
+            "tracemalloc_overhead_bytes": overhead,
+            "groups": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+            "top_lines": lines,
+        }
+    await scheduler.stop()
+    return out
+
+
+def run_memory(args: argparse.Namespace) -> int:
+    """Start the simulators, then poll them from a fresh subprocess that reports memory."""
+    from poller.simulator.ipmi_bmc import USERS
+
+    raise_open_files_limit()
+    plan = _plan(args)
+    tmp = Path(tempfile.mkdtemp(prefix="hwpoller-scale-mem-"))
+    with _simulators(plan) as _agents:
+        config = plan.config(f"127.0.0.1:{_free_tcp_port('127.0.0.1')}", USERS[BMC_USER][0])
+        config_path = tmp / "hwpoller.yml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        config_path.chmod(0o600)
+        argv = [sys.executable, "-m", "tests.bench.bench_scale", "--memory-child"]
+        argv += [str(config_path), "--settle", str(args.settle)]
+        argv += ["--trace"] if args.trace else []
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        print(proc.stderr[-4000:], file=sys.stderr)
+        return 1
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    n = got["targets"]
+    base, end = got["base_kib"], got["end_kib"]
+    overhead = got.get("tracemalloc_overhead_bytes", 0) / 1024
+    rss = end["VmRSS"] - base["VmRSS"] - overhead
+    anon = end["RssAnon"] - base["RssAnon"] - overhead
+    print(
+        f"memory: {plan.snmp} SNMP + {plan.bmcs} BMC targets, {got['up']}/{n} up "
+        f"(all up after {got['all_up_after_s']} s, then {args.settle:g} s more); "
+        f"threads {got['threads']}, fds {got['fds']}, "
+        f"/metrics {got['exposition_bytes'] / 1e6:.1f} MB"
+    )
+    print(
+        f"  RSS {base['VmRSS'] / 1024:.0f} MiB before the targets -> {end['VmRSS'] / 1024:.0f} "
+        f"MiB; growth {rss / 1024:.1f} MiB = {rss / n:.1f} KiB per target "
+        f"(anonymous {anon / n:.1f} KiB){' net of tracemalloc' if overhead else ''}"
+    )
+    stacks, stacks_kib = got["thread_stacks"]
+    print(
+        f"  thread stacks: {stacks} x 8 MiB virtual, {stacks_kib / 1024:.1f} MiB resident "
+        f"({stacks_kib / n:.1f} KiB per target)"
+    )
+    if "groups" in got:
+        traced = got["traced_bytes"] / 1024
+        print(
+            f"  Python heap traced: {traced / 1024:.1f} MiB = {traced / n:.1f} KiB per target; "
+            f"the rest of the growth ({(anon - traced) / n:.1f} KiB per target) is native: "
+            "gufo-snmp's Rust side, OpenSSL, thread stacks, allocator slack"
+        )
+        for group, size in got["groups"].items():
+            print(f"    {group:<48} {size / 1024 / n:7.2f} KiB per target")
+        print("  top allocation sites:")
+        for where, size in got["top_lines"]:
+            print(f"    {where:<40} {size / 1024 / n:7.2f} KiB per target")
+    return 0
 
 
 # --- main -------------------------------------------------------------------------------
@@ -487,11 +752,7 @@ def _timeout(signum: int, frame: object) -> None:
     raise TimeoutError("scale bench hit its hard timeout")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Start the agents, the BMC farm and hwpoller; measure; stop everything."""
-    from poller.simulator.ipmi_bmc import USERS
-
-    raise_open_files_limit()
+def _plan(args: argparse.Namespace) -> Plan:
     plan = Plan(
         snmp=args.snmp,
         bmcs=args.bmcs,
@@ -507,13 +768,14 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("the SNMP ports would run into the BMC ports: raise --bmc-first-port")
     _check_ports_free(plan.host, plan.snmp_first_port, plan.snmp, "SNMP agents")
     _check_ports_free(plan.host, plan.bmc_first_port, plan.bmcs, "BMC farm")
-    signal.signal(signal.SIGALRM, _timeout)
-    signal.alarm(int(args.hard_timeout))
+    return plan
+
+
+@contextlib.contextmanager
+def _simulators(plan: Plan) -> Iterator[dict[str, int]]:
+    """Start the replay agents and BMC farms; yield their pids by name; stop them."""
     replays: list[ReplayProcess] = []
     farms: list[BmcFarm] = []
-    poller: subprocess.Popen[str] | None = None
-    tmp = Path(tempfile.mkdtemp(prefix="hwpoller-scale-"))
-    log_path = tmp / "hwpoller.log"
     try:
         t0 = time.monotonic()
         port = plan.snmp_first_port
@@ -534,24 +796,57 @@ def run(args: argparse.Namespace) -> int:
             farm.start()
             port += count
         print(f"simulators up in {time.monotonic() - t0:.1f} s", flush=True)
-        listen = f"127.0.0.1:{_free_tcp_port('127.0.0.1')}"
-        config = plan.config(listen, USERS[BMC_USER][0])
-        config_path = tmp / "hwpoller.yml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        config_path.chmod(0o600)  # it holds the BMC password
-        with log_path.open("w") as log:
-            poller = subprocess.Popen(
-                [str(Path(sys.executable).parent / "hwpoller"), "run", "--config.file",
-                 str(config_path), "--web.listen-address", listen],
-                stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            )  # fmt: skip
-        url = f"http://{listen}/metrics"
-        ready = wait_ready(url, poller, 120)
-        names = {str(t["name"]) for t in config["targets"]}  # type: ignore[attr-defined]
         agents = {f"replay-{k}": r._proc.pid for k, r in enumerate(replays) if r._proc}
         agents |= {f"bmc-farm-{k}": f.proc.pid for k, f in enumerate(farms) if f.proc}
-        print(f"hwpoller serving after {ready:.1f} s; warm-up {args.warmup:g} s", flush=True)
-        window = measure(url, poller, names, agents, plan.interval, args.warmup, args.seconds)
+        yield agents
+    finally:
+        for farm in farms:
+            farm.stop()
+        for replay in replays:
+            replay.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the agents, the BMC farm and hwpoller; measure; stop everything."""
+    from poller.simulator.ipmi_bmc import USERS
+
+    raise_open_files_limit()
+    plan = _plan(args)
+    signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(int(args.hard_timeout))
+    poller: subprocess.Popen[str] | None = None
+    tmp = Path(tempfile.mkdtemp(prefix="hwpoller-scale-"))
+    log_path = tmp / "hwpoller.log"
+    try:
+        with _simulators(plan) as agents:
+            listen = f"127.0.0.1:{_free_tcp_port('127.0.0.1')}"
+            config = plan.config(listen, USERS[BMC_USER][0])
+            config_path = tmp / "hwpoller.yml"
+            config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+            config_path.chmod(0o600)  # it holds the BMC password
+            with log_path.open("w") as log:
+                poller = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "hwpoller"), "run", "--config.file",
+                     str(config_path), "--web.listen-address", listen],
+                    stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                )  # fmt: skip
+            try:
+                url = f"http://{listen}/metrics"
+                ready = wait_ready(url, poller, 120)
+                names = {str(t["name"]) for t in config["targets"]}  # type: ignore[attr-defined]
+                print(f"hwpoller serving after {ready:.1f} s; warm-up {args.warmup:g} s")
+                window = measure(
+                    url,
+                    poller,
+                    names,
+                    agents,
+                    plan.interval,
+                    args.warmup,
+                    args.seconds,
+                    args.max_warmup,
+                )
+            finally:
+                _kill_group(poller)
         met = report(plan, window, ready, log_path)
         lines = log_path.read_text(errors="replace").splitlines()
         if lines:
@@ -560,10 +855,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.alarm(0)
         _kill_group(poller)
-        for farm in farms:
-            farm.stop()
-        for replay in replays:
-            replay.stop()
 
 
 def main() -> int:
@@ -578,6 +869,9 @@ def main() -> int:
         "--seconds", type=float, default=float(env("BENCH_SECONDS", "150")), help="measured window"
     )
     parser.add_argument("--warmup", type=float, default=None, help="default: 2 intervals")
+    parser.add_argument(
+        "--max-warmup", type=float, default=420.0, help="warm up at most this long for all up"
+    )
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--snmp-first-port", type=int, default=20000)
     parser.add_argument("--bmc-first-port", type=int, default=26000)
@@ -587,18 +881,31 @@ def main() -> int:
     parser.add_argument("--ipmi-threads", type=int, default=64)
     parser.add_argument("--hard-timeout", type=float, default=None, help="default: window + 600 s")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    # Internal: the BMC farm subprocess.
+    parser.add_argument(
+        "--memory", action="store_true", help="memory per target instead of the full bench"
+    )
+    parser.add_argument("--trace", action="store_true", help="--memory: tracemalloc groups")
+    parser.add_argument("--settle", type=float, default=40.0, help="--memory: s after all up")
+    # Internal: the BMC farm subprocess and the memory probe.
     parser.add_argument("--serve-bmcs", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     parser.add_argument("--first-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bmcs:
         asyncio.run(_serve_bmcs(args.serve_bmcs, args.host, args.first_port))
         return 0
+    if args.memory_child:
+        raise_open_files_limit()
+        got = asyncio.run(_memory_child(args.memory_child, args.settle, args.trace))
+        print(json.dumps(got), flush=True)
+        os._exit(0)  # a BMC thread still blocked in pyghmi must not hold the exit
+    if args.memory:
+        return run_memory(args)
     if args.warmup is None:
         args.warmup = 2 * args.interval
     if args.hard_timeout is None:
-        args.hard_timeout = args.warmup + args.seconds + 600
+        args.hard_timeout = max(args.warmup, args.max_warmup) + args.seconds + 600
     return run(args)
 
 
