@@ -16,6 +16,7 @@ from poller.config import Config, check_profiles, load_config
 from poller.config_values import parse_listen_address
 from poller.driver import DriverContext, PollSpec, driver_for
 from poller.errors import ConfigError, ProfileError
+from poller.exporter import attach as attach_exposition
 from poller.http import HttpServer, WebConfig
 from poller.model import PollResult
 from poller.profiles import ProfileSet, load_profiles
@@ -95,6 +96,7 @@ async def serve(
             raise ConfigError([f"--web.listen-address: {exc}"]) from None
     raise_open_files_limit()
     store = Store()
+    attach_exposition(store)  # each target's text is rendered by its poll, not by a scrape
     scheduler = Scheduler(config, profiles, store)
     address = listen or config.settings.listen_address
     # Bound before polling starts: a port in use is reported (one line, exit 1) by main().

@@ -300,9 +300,23 @@ class _TargetText:
         return found
 
 
+# 'key="escaped value"' by (key, value): site, room, rack, protocol and limit labels repeat
+# across thousands of targets. Cleared when it grows past _PAIRS_MAX (label churn).
+_PAIRS: dict[tuple[str, str], str] = {}
+_PAIRS_MAX = 200_000
+
+
 def _prefix(name: str, labels: dict[str, str]) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-    return f"{name}{{{inner}}} "
+    parts = []
+    for key in sorted(labels):
+        item = (key, labels[key])
+        pair = _PAIRS.get(item)
+        if pair is None:
+            if len(_PAIRS) >= _PAIRS_MAX:
+                _PAIRS.clear()
+            pair = _PAIRS[item] = f'{key}="{_escape(item[1])}"'
+        parts.append(pair)
+    return f"{name}{{{','.join(parts)}}} "
 
 
 def _render_view(view: TargetView, previous: _TargetText | None) -> _TargetText:
@@ -349,6 +363,15 @@ class _TextCache:
         self._lock = threading.Lock()
         self._by_name: dict[str, _TargetText] = {}
 
+    def refresh(self, view: TargetView) -> None:
+        """Render a target's new view now, in the poll that made it, so that a scrape only
+        joins text (store.record calls this once the exporter is attached)."""
+        with self._lock:
+            previous = self._by_name.get(view.name)
+        rendered = _render_view(view, previous)
+        with self._lock:
+            self._by_name[view.name] = rendered
+
     def fragments(self, views: list[TargetView]) -> list[dict[str, str]]:
         with self._lock:
             cached = dict(self._by_name)
@@ -376,6 +399,12 @@ def _cache_for(store: Store) -> _TextCache:
 def _header(name: str, documentation: str, typ: str) -> str:
     doc = documentation.replace("\\", r"\\").replace("\n", r"\n")
     return f"# HELP {name} {doc}\n# TYPE {name} {typ}\n"
+
+
+def attach(store: Store) -> None:
+    """Render each target's text when its poll is recorded rather than at the next scrape:
+    a scrape of 100,000 samples then costs about the same whatever was polled since."""
+    _cache_for(store)
 
 
 def exposition(store: Store, extra: Iterable[Collector] = ()) -> bytes:

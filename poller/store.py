@@ -6,6 +6,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from poller.errors import REASONS
 from poller.model import PollResult
@@ -32,13 +33,22 @@ class TargetView:
         return self.last is not None and self.last.success
 
 
+class ViewListener(Protocol):
+    """Told of every new view of a target (the exporter renders it then, not at scrape)."""
+
+    def refresh(self, view: TargetView) -> None:
+        """A target's view changed."""
+        ...
+
+
 class Store:
     """Holds one TargetView per configured target. Written by the scheduler, read at scrape."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._targets: dict[str, TargetView] = {}
-        # The exporter's rendered text per target (poller.exporter owns what is in it).
+        # The exporter's rendered text per target (poller.exporter owns what is in it); when
+        # it is a ViewListener, each recorded poll is passed to it.
         self.exposition_cache: object | None = None
 
     def register(
@@ -72,12 +82,15 @@ class Store:
             if not result.success:
                 reason = result.reason if result.reason in REASONS else "internal"
                 errors = tuple((r, n + 1 if r == reason else n) for r, n in errors)
-            self._targets[result.target] = replace(
+            new = self._targets[result.target] = replace(
                 old,
                 last=result,
                 last_success_at=result.finished_at if result.success else old.last_success_at,
                 errors=errors,
             )
+        listener = self.exposition_cache
+        if listener is not None and hasattr(listener, "refresh"):
+            listener.refresh(new)
 
     def snapshot(self) -> list[TargetView]:
         """All targets sorted by name; safe to use from any thread."""
