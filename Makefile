@@ -54,6 +54,7 @@ bench: venv
 	$(MAKE) system-deps EXTRA_APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 	$(BIN)/python -m tests.bench.bench_vs_exporters
 	$(BIN)/python -m tests.bench.bench_vs_ipmi_exporter
+	$(BIN)/python -m tests.bench.bench_exposition
 	$(BIN)/python -m tests.bench.bench_snmp --agents $(N)
 	@if [ -f tests/bench/bench_ipmi.py ]; then $(BIN)/python -m tests.bench.bench_ipmi --bmcs $(BMCS); fi
 	BENCH_SECONDS=$(BENCH_SECONDS) $(BIN)/python -m tests.bench.bench_scale --snmp $(SCALE_SNMP) --bmcs $(SCALE_BMCS)
