@@ -147,13 +147,15 @@ async def serve(
     return 0
 
 
-def _print_readings(result: PollResult) -> None:
-    """Print one poll's outcome as a table for an operator adding a device."""
+def _print_readings(result: PollResult, requests: object = None) -> None:
+    """Print one poll's outcome as a table for an operator adding a device; `requests` is
+    what the poll cost in requests (PDUs, HTTP requests), when the driver counts them."""
     if not result.success or result.data is None:
         print(f"{result.target}: DOWN ({result.reason}): {result.message}")
         return
     info = result.data.info
-    print(f"{result.target}: up in {result.duration_seconds * 1000:.0f} ms")
+    cost = f", {requests} requests" if isinstance(requests, int) else ""
+    print(f"{result.target}: up in {result.duration_seconds * 1000:.0f} ms{cost}")
     print(
         f"  profile {info.profile}, vendor {info.vendor!r}, model {info.model!r}, "
         f"firmware {info.firmware!r}, protocol {info.protocol}"
@@ -185,8 +187,9 @@ async def probe(config: Config, profiles: ProfileSet, names: Sequence[str]) -> i
         spec = PollSpec.from_config(config, target)
         runner = TargetRunner(spec, {}, driver_for(spec, context), store, 0, 0)
         result = await runner.poll_once()
+        requests = getattr(runner.driver, "requests_last_poll", None)
         await runner.driver.close()
-        _print_readings(result)
+        _print_readings(result, requests)
         failed += not result.success
     context.shutdown()
     return 1 if failed else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,10 @@ def test_probe_named_targets_from_config(
     assert main(["probe", "--config.file", str(path), "crac-1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("crac-1: up")
+    # What the poll cost: detection (sysDescr/sysObjectID, presence probes), GETs and walks.
+    cost = re.match(r"crac-1: up in \d+ ms, (\d+) requests\n", out)
+    assert cost is not None, out.splitlines()[0]
+    assert 3 <= int(cost.group(1)) <= 40
     assert "web-3-bmc" not in out
     assert any(line.split()[:3] == ["leak", "water", "under"] for line in out.splitlines())
     assert main(["probe", "--config.file", str(path), "no-such-target"]) == 2

@@ -145,7 +145,7 @@ class _Channel:
     receives and decodes. A poll is mostly this loop, so it is most of the CPU a poll costs.
     """
 
-    __slots__ = ("_fd", "_loop", "_registered", "_session", "_waiter")
+    __slots__ = ("_fd", "_loop", "_registered", "_session", "_waiter", "requests")
 
     def __init__(self, session: SnmpSession) -> None:
         self._session = session
@@ -153,6 +153,7 @@ class _Channel:
         self._waiter: asyncio.Future[None] | None = None
         self._registered = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.requests = 0  # PDUs sent on this socket (retries included)
 
     def _readable(self) -> None:
         waiter = self._waiter
@@ -166,6 +167,7 @@ class _Channel:
 
     async def exchange(self, wait: float, send: Callable[[], None], recv: Callable[[], T]) -> T:
         """Send one request and return its decoded answer; TimeoutError after `wait` s."""
+        self.requests += 1
         try:
             send()
         except BlockingIOError:  # the socket's send buffer is full: wait until writable
@@ -236,14 +238,23 @@ class GufoTransport:
         # Sibling transports for requests in flight beside this one's (max_inflight).
         self._lanes: dict[int, GufoTransport] = {}
         self._channel: _Channel | None = None
+        self._requests_before = 0  # of channels replaced (a new session after an error)
 
     def _channel_for(self, session: SnmpSession) -> _Channel:
         channel = self._channel
         if channel is None or channel._session is not session:
             if channel is not None:
                 channel.close()
+                self._requests_before += channel.requests
             channel = self._channel = _Channel(session)
         return channel
+
+    @property
+    def requests(self) -> int:
+        """PDUs sent so far on this transport and its lanes (retries included; the
+        library's own SNMPv3 engine discovery not counted)."""
+        own = self._requests_before + (self._channel.requests if self._channel else 0)
+        return own + sum(lane.requests for lane in self._lanes.values())
 
     def lane(self, number: int) -> SnmpTransport:
         """A sibling transport with its own socket: gufo-snmp matches an answer to the last
@@ -526,11 +537,13 @@ class GufoTransport:
         """Forget the session (and the lanes'); the sockets close with them."""
         if self._channel is not None:
             self._channel.close()
+            self._requests_before += self._channel.requests
             self._channel = None
         self._session = None
         self._answered = False
         for lane in self._lanes.values():
             lane.close()
+            self._requests_before += lane.requests
         self._lanes.clear()
 
 
@@ -570,8 +583,10 @@ class SnmpDriver:
         # have more rows than the needed ones).
         self._rows: dict[str, int] = {}
         self._varbinds: dict[str, int] = {}
-        # PDUs the last detection cost (reported by `probe` and the benchmarks).
+        # PDUs the last detection cost, and the last poll (detection included), as reported
+        # by `probe` and the benchmarks; None when the transport does not count them.
         self.detection_requests = 0
+        self.requests_last_poll: int | None = None
         self._plan: _Plan | None = None
         # Largest GETBULK a walk sized from last poll's rows may ask for: the target's own
         # max_repetitions when it sets one (fragile cards), otherwise BULK_CAP.
@@ -631,6 +646,15 @@ class SnmpDriver:
 
     async def poll(self) -> DeviceData:
         """Read the device once and normalise it through every applied profile."""
+        counted = getattr(self._transport, "requests", None)
+        try:
+            return await self._poll()
+        finally:
+            after = getattr(self._transport, "requests", None)
+            if isinstance(counted, int) and isinstance(after, int):
+                self.requests_last_poll = after - counted
+
+    async def _poll(self) -> DeviceData:
         if self._applied is None:
             self._applied = await self.detect()
             self._plan = None
