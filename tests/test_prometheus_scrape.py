@@ -38,18 +38,19 @@ def test_prometheus_scrapes_hwpoller(snmpsim: SnmpSim, tmp_path: Path) -> None:
     )
     try:
         with Prometheus(f"127.0.0.1:{port}") as prom:
-            deadline = time.monotonic() + 40
+            deadline = time.monotonic() + 90  # a busy machine
             while time.monotonic() < deadline:
                 up = prom.query('up{job="hwpoller"}')
                 temps = prom.query('hw_temperature_celsius{device="ups-1"}')
                 alerts = {a["labels"]["alertname"] for a in prom.alerts()}
-                if up and temps and "HwpollerWatchdog" in alerts:
+                # The wrong-community target is down once its first poll has timed out.
+                down = prom.query('hwpoller_up{device="ups-wrong"}')
+                if up and temps and "HwpollerWatchdog" in alerts and down:
                     break
                 time.sleep(1)
             assert up and up[0]["value"][1] == "1", prom.log()
             assert {t["metric"]["sensor"] for t in temps} >= {"Rack A Inlet", "battery"}
             assert "HwpollerWatchdog" in alerts
-            down = prom.query('hwpoller_up{device="ups-wrong"}')
             assert down and down[0]["value"][1] == "0"
     finally:
         proc.terminate()
