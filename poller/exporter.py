@@ -262,7 +262,8 @@ class _TargetText:
     def __init__(self, view: TargetView) -> None:
         self.view = view
         self.labels_key = (view.name, view.protocol, view.labels, view.sensor_labels)
-        self.text: dict[str, str] = {}
+        # Family name -> this target's lines, encoded once (a scrape joins bytes).
+        self.text: dict[str, bytes] = {}
         self.prefixes: dict[_ReadingKey, tuple[_Prefix, ...]] = {}
 
     def reading_prefixes(self, reading: Reading, base: dict[str, str]) -> tuple[_Prefix, ...]:
@@ -352,7 +353,7 @@ def _render_view(view: TargetView, previous: _TargetText | None) -> _TargetText:
                 lines.setdefault(family, []).append(prefix + number + "\n")
         for family, entries in lines.items():
             text[family] = text.get(family, "") + "".join(entries)
-    rendered.text = text
+    rendered.text = {family: lines.encode() for family, lines in text.items()}
     return rendered
 
 
@@ -372,7 +373,7 @@ class _TextCache:
         with self._lock:
             self._by_name[view.name] = rendered
 
-    def fragments(self, views: list[TargetView]) -> list[dict[str, str]]:
+    def fragments(self, views: list[TargetView]) -> list[dict[str, bytes]]:
         with self._lock:
             cached = dict(self._by_name)
         out = []
@@ -410,22 +411,24 @@ def attach(store: Store) -> None:
 def exposition(store: Store, extra: Iterable[Collector] = ()) -> bytes:
     """The text exposition of a store (plus any extra collectors), as /metrics serves it."""
     fragments = _cache_for(store).fragments(store.snapshot())
-    parts = [_header("hwpoller_build_info", "hwpoller version.", "gauge")]
-    parts.append(_line("hwpoller_build_info", {"version": __version__}, 1.0))
+    # Joined as bytes, once: the page of a big site is tens of MB, and every extra copy of it
+    # (str, then its encoding) would be that much more peak memory per scrape.
+    parts = [_header("hwpoller_build_info", "hwpoller version.", "gauge").encode()]
+    parts.append(_line("hwpoller_build_info", {"version": __version__}, 1.0).encode())
     for name, documentation, typ in HEALTH:
-        parts.append(_header(name, documentation, typ))
-        parts.extend(f.get(name, "") for f in fragments)
+        parts.append(_header(name, documentation, typ).encode())
+        parts.extend(f.get(name, b"") for f in fragments)
     readings = sorted({n for f in fragments for n in f if n not in _HEALTH_NAMES})
     for name in readings:
-        parts.append(_header(name, _READING_HELP[name], "gauge"))
-        parts.extend(f.get(name, "") for f in fragments)
+        parts.append(_header(name, _READING_HELP[name], "gauge").encode())
+        parts.extend(f.get(name, b"") for f in fragments)
     extra = list(extra)
     if extra:
         registry = CollectorRegistry(auto_describe=False)
         for collector in extra:
             registry.register(collector)
-        parts.append(generate_latest(registry).decode())
-    return "".join(parts).encode()
+        parts.append(generate_latest(registry))
+    return b"".join(parts)
 
 
 class StoreCollector:

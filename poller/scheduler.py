@@ -22,6 +22,13 @@ log = logging.getLogger("hwpoller.scheduler")
 # The first poll of each target is spread over this many seconds (or the interval, if
 # shorter) so that a restart does not hit every device at the same instant.
 START_SPREAD = 10.0
+# ... or longer with many targets: at most this many first polls per second, so that a
+# restart with thousands of targets does not start them all within those seconds (their
+# polls would miss their deadlines, back off together and come back together).
+START_RATE = 200.0
+# Backoff delays are spread by at least this fraction either way, so that targets which
+# failed together (a switch rebooted) do not all come back in the same second.
+BACKOFF_JITTER = 0.25
 # How long shutdown waits for drivers to close their sessions.
 CLOSE_TIMEOUT = 3.0
 # How long a poll that missed its deadline gets to honour its cancellation before it is
@@ -106,13 +113,16 @@ class TargetRunner:
     def next_delay(self) -> float:
         """Seconds from the start of one poll to the next: interval or backoff, jittered."""
         delay = backoff_delay(self.spec.interval, self._failures, self._max_backoff)
-        return delay * (1 + random.uniform(-self._jitter, self._jitter))
+        spread = (
+            max(self._jitter, BACKOFF_JITTER) if self._failures and self._jitter else self._jitter
+        )
+        return delay * (1 + random.uniform(-spread, spread))
 
-    async def run(self, first_delay: float | None = None) -> None:
+    async def run(self, first_delay: float | None = None, spread: float = START_SPREAD) -> None:
         """Poll on schedule until stopped. Nothing a driver (or this module) raises ends the
         loop, short of cancellation by the scheduler and KeyboardInterrupt/SystemExit."""
         if first_delay is None:
-            first_delay = random.uniform(0, min(self.spec.interval, START_SPREAD))
+            first_delay = random.uniform(0, min(self.spec.interval, spread))
         await self._sleep_until(time.monotonic() + first_delay)
         while not self.stopping:
             started = time.monotonic()
@@ -361,6 +371,8 @@ class Scheduler:
             carried[name] = runner
             await self._stop_target(name)
         self._store.retain(set(wanted))
+        new = sum(1 for name in wanted if name not in self._runners)
+        spread = max(START_SPREAD, new / START_RATE)
         started = 0
         for name, target in wanted.items():
             # Labels and sensor_labels may have changed for a kept runner too.
@@ -371,14 +383,18 @@ class Scheduler:
             if name in carried:
                 runner.inherit(carried[name])
             self._runners[name] = runner
-            self._start_task(name, runner)
+            self._start_task(name, runner, spread=spread)
             started += 1
         return started
 
     def _start_task(
-        self, name: str, runner: TargetRunner, first_delay: float | None = None
+        self,
+        name: str,
+        runner: TargetRunner,
+        first_delay: float | None = None,
+        spread: float = START_SPREAD,
     ) -> None:
-        task = asyncio.create_task(runner.run(first_delay), name=f"poll:{name}")
+        task = asyncio.create_task(runner.run(first_delay, spread), name=f"poll:{name}")
         task.add_done_callback(lambda t: self._task_ended(name, runner, t))
         self._tasks[name] = task
 

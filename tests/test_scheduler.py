@@ -308,13 +308,15 @@ def test_a_killed_task_is_restarted_and_reload_still_works(
     real_run = TargetRunner.run
     died: list[str] = []
 
-    async def dies_once(self: TargetRunner, first_delay: float | None = None) -> None:
+    async def dies_once(
+        self: TargetRunner, first_delay: float | None = None, spread: float = 10.0
+    ) -> None:
         # The first task of target "a" dies of a BaseException outside any poll: the
         # situation the scheduler's supervision exists for.
         if self.spec.name == "a" and not died:
             died.append("a")
             raise NotAnException("task died")
-        await real_run(self, first_delay)
+        await real_run(self, first_delay, spread)
 
     monkeypatch.setattr(TargetRunner, "run", dies_once)
 
@@ -347,3 +349,46 @@ def test_a_killed_task_is_restarted_and_reload_still_works(
     assert "target a: its poll task died; restarted" in messages
     assert "target b: its poll task was cancelled from outside; restarted" in messages
     assert not [m for m in messages if "never retrieved" in m]
+
+
+def test_first_polls_spread_with_the_number_of_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart with thousands of targets starts at most START_RATE first polls a second."""
+    from poller import scheduler as scheduler_module
+
+    spreads: list[float] = []
+
+    async def record(
+        self: TargetRunner, first_delay: float | None = None, spread: float = 0
+    ) -> None:
+        spreads.append(spread)
+
+    monkeypatch.setattr(TargetRunner, "run", record)
+    monkeypatch.setattr(scheduler_module, "START_RATE", 10.0)
+
+    async def go(count: int) -> None:
+        spreads.clear()
+        names = [f"t{i}" for i in range(count)]
+        scheduler = Scheduler(
+            config_for(names, interval="60s", timeout="5s"),  # type: ignore[arg-type]
+            load_profiles(),
+            Store(),
+            make_driver=lambda spec, context: Scripted(["ok"]),  # type: ignore[arg-type, return-value]
+        )
+        await scheduler.start()
+        await asyncio.sleep(0)
+        await scheduler.stop()
+
+    asyncio.run(go(50))
+    assert set(spreads) == {10.0}  # a few targets: the usual 10 s
+    asyncio.run(go(300))
+    assert set(spreads) == {30.0}  # 300 at 10 a second
+
+
+def test_backoff_is_spread_wider_than_the_interval_jitter() -> None:
+    runner = runner_for(Scripted(["ok"]), Store())
+    runner._jitter = 0.1
+    runner._failures = 3
+    delays = [runner.next_delay() for _ in range(400)]
+    base = backoff_delay(runner.spec.interval, 3, runner._max_backoff)
+    assert min(delays) < base * 0.85 and max(delays) > base * 1.15
+    assert all(base * 0.75 <= d <= base * 1.25 for d in delays)
