@@ -21,6 +21,7 @@ from poller.errors import ProfileError
 
 __all__ = [
     "BUILTIN_PROFILE_DIR",
+    "LoadedBase",
     "LoadedProfile",
     "ProfileSet",
     "load_profiles",
@@ -71,6 +72,41 @@ class LoadedProfile(Protocol):
     def spec(self) -> BaseModel:
         """The validated profile file."""
         ...
+
+
+class ProfileFile(Protocol):
+    """The header keys every protocol's profile model has."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def protocol(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+
+class LoadedBase:
+    """name, protocol and description of a loaded profile, read from its validated file.
+    Each protocol's loaded-profile dataclass derives from it and declares `spec`."""
+
+    spec: ProfileFile
+
+    @property
+    def name(self) -> str:
+        """The profile's name, as used in a target's `profile:`."""
+        return self.spec.name
+
+    @property
+    def protocol(self) -> str:
+        """The protocol whose targets it applies to."""
+        return self.spec.protocol
+
+    @property
+    def description(self) -> str:
+        """One line for `hwpoller profiles`."""
+        return self.spec.description
 
 
 class _Header(BaseModel):

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from poller.model import Location
+from poller.profiles import LoadedBase
 
 
 class _Strict(BaseModel):
@@ -96,28 +97,13 @@ def locate(rules: Sequence[IpmiLocationRule], sensor: str, entity: int) -> Locat
 
 
 @dataclass(frozen=True)
-class LoadedIpmiProfile:
+class LoadedIpmiProfile(LoadedBase):
     """An IPMI profile with the location rules of its includes appended (depth first)."""
 
     spec: IpmiProfile
     source: str
     included: frozenset[str]
     rules: tuple[IpmiLocationRule, ...]
-
-    @property
-    def name(self) -> str:
-        """The profile's name, as used in a target's `profile:`."""
-        return self.spec.name
-
-    @property
-    def protocol(self) -> str:
-        """Always ipmi."""
-        return "ipmi"
-
-    @property
-    def description(self) -> str:
-        """One line for `hwpoller profiles`."""
-        return self.spec.description
 
     def vendor_for(self, manufacturer_id: int) -> str:
         """The vendor name to show for a BMC with this manufacturer id."""

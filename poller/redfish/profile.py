@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from poller.model import Location
+from poller.profiles import LoadedBase
 
 
 class _Strict(BaseModel):
@@ -121,7 +122,7 @@ class RedfishProfile(_Strict):
 
 
 @dataclass(frozen=True)
-class LoadedRedfishProfile:
+class LoadedRedfishProfile(LoadedBase):
     """A Redfish profile with the rules and skips of its includes appended (depth first)."""
 
     spec: RedfishProfile
@@ -129,21 +130,6 @@ class LoadedRedfishProfile:
     included: frozenset[str]
     rules: tuple[RedfishLocationRule, ...]
     skips: tuple[re.Pattern[str], ...]
-
-    @property
-    def name(self) -> str:
-        """The profile's name, as used in a target's `profile:`."""
-        return self.spec.name
-
-    @property
-    def protocol(self) -> str:
-        """Always redfish."""
-        return "redfish"
-
-    @property
-    def description(self) -> str:
-        """One line for `hwpoller profiles`."""
-        return self.spec.description
 
     def skipped(self, path: str) -> bool:
         """True when a resource at this path is not to be read."""

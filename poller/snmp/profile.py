@@ -26,6 +26,7 @@ from poller.model import (
     Quantity,
     State,
 )
+from poller.profiles import LoadedBase
 
 if TYPE_CHECKING:
     from poller.profiles import ProfileSet
@@ -350,7 +351,7 @@ def oid_key(oid: str) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(LoadedBase):
     """A loaded SNMP profile with its includes resolved."""
 
     spec: SnmpProfile
@@ -358,21 +359,6 @@ class Profile:
     metrics: tuple[MetricSpec, ...]
     # Every profile this one includes, directly or through nested includes.
     included: frozenset[str] = frozenset()
-
-    @property
-    def name(self) -> str:
-        """The profile's name, as used in a target's `profile:`."""
-        return self.spec.name
-
-    @property
-    def protocol(self) -> str:
-        """Always snmp."""
-        return "snmp"
-
-    @property
-    def description(self) -> str:
-        """One line for `hwpoller profiles`."""
-        return self.spec.description
 
     @cached_property
     def scalar_oids(self) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,32 @@ async def hwpoller_round(runner: TargetRunner, store: Store, polls: int) -> tupl
     return self_cpu() - cpu0, time.perf_counter() - wall0
 
 
+Round = Callable[[], tuple[float, float]]
+
+
+def alternate(
+    rounds: int, polls: int, first: tuple[Side, Round], second: tuple[Side, Round]
+) -> None:
+    """Run the two sides' rounds in turn (A, B, A, B, ...) so that machine drift cancels,
+    adding each round's CPU and wall seconds to its Side and printing a line per round."""
+    print(
+        f"  {'round':>5} {'hwpoller CPU/poll':>18} {'exporter CPU/poll':>18} "
+        f"{'ratio':>6} {'hwpoller wall':>14} {'exporter wall':>14}"
+    )
+    for i in range(rounds):
+        (cpu_a, wall_a), (cpu_b, wall_b) = first[1](), second[1]()
+        for side, cpu, wall in ((first[0], cpu_a, wall_a), (second[0], cpu_b, wall_b)):
+            side.polls += polls
+            side.cpu += cpu
+            side.wall += wall
+        print(
+            f"  {i + 1:>5} {cpu_a / polls * 1000:>15.2f} ms "
+            f"{cpu_b / polls * 1000:>15.2f} ms "
+            f"{cpu_a / cpu_b if cpu_b else float('inf'):>6.2f} "
+            f"{wall_a / polls * 1000:>11.2f} ms {wall_b / polls * 1000:>11.2f} ms"
+        )
+
+
 def exporter_round(url: str, pid: int, polls: int) -> tuple[float, float]:
     """CPU (the exporter's) and wall seconds for `polls` back-to-back scrapes."""
     cpu0, wall0 = proc_cpu(pid), time.perf_counter()
@@ -192,23 +219,12 @@ def bench(name: str, rounds: int, polls: int) -> None:
                     f"{readings} readings; snmp_exporter module: {len(module['get'])} gets, "
                     f"{len(module['walk'])} walks, {len(module['metrics'])} metrics"
                 )
-                print(
-                    f"  {'round':>5} {'hwpoller CPU/poll':>18} {'exporter CPU/poll':>18} "
-                    f"{'ratio':>6} {'hwpoller wall':>14} {'exporter wall':>14}"
+                alternate(
+                    rounds,
+                    polls,
+                    (a, lambda: asyncio.run(hwpoller_round(runner, store, polls))),
+                    (b, lambda: exporter_round(url, exporter.pid, polls)),
                 )
-                for i in range(rounds):
-                    cpu_a, wall_a = asyncio.run(hwpoller_round(runner, store, polls))
-                    cpu_b, wall_b = exporter_round(url, exporter.pid, polls)
-                    for side, cpu, wall in ((a, cpu_a, wall_a), (b, cpu_b, wall_b)):
-                        side.polls += polls
-                        side.cpu += cpu
-                        side.wall += wall
-                    print(
-                        f"  {i + 1:>5} {cpu_a / polls * 1000:>15.2f} ms "
-                        f"{cpu_b / polls * 1000:>15.2f} ms "
-                        f"{cpu_a / cpu_b if cpu_b else float('inf'):>6.2f} "
-                        f"{wall_a / polls * 1000:>11.2f} ms {wall_b / polls * 1000:>11.2f} ms"
-                    )
             finally:
                 exporter.terminate()
                 exporter.wait(10)

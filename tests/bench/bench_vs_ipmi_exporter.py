@@ -33,7 +33,7 @@ from poller.ipmi.driver import IpmiDriver
 from poller.profiles import load_profiles
 from poller.scheduler import TargetRunner
 from poller.store import Store
-from tests.bench.bench_vs_exporters import TICK, Side, free_tcp_port, hwpoller_round
+from tests.bench.bench_vs_exporters import TICK, Side, alternate, free_tcp_port, hwpoller_round
 from tests.ipmisim import IpmiSim, ipmi_config
 
 
@@ -120,24 +120,13 @@ def bench(fixture: str, rounds: int, polls: int) -> None:
                         time.sleep(0.2)
                 readings = len(first.data.readings) if first.data else 0
                 print(f"\n{fixture}: hwpoller {readings} readings; ipmi_exporter ipmi+bmc")
-                print(
-                    f"  {'round':>5} {'hwpoller CPU/poll':>18} {'exporter CPU/poll':>18} "
-                    f"{'ratio':>6} {'hwpoller wall':>14} {'exporter wall':>14}"
-                )
                 a, b = Side(), Side()
-                for i in range(rounds):
-                    cpu_a, wall_a = asyncio.run(hwpoller_round(runner, store, polls))
-                    cpu_b, wall_b = exporter_round(url, exporter.pid, polls)
-                    for side, cpu, wall in ((a, cpu_a, wall_a), (b, cpu_b, wall_b)):
-                        side.polls += polls
-                        side.cpu += cpu
-                        side.wall += wall
-                    print(
-                        f"  {i + 1:>5} {cpu_a / polls * 1000:>15.2f} ms "
-                        f"{cpu_b / polls * 1000:>15.2f} ms "
-                        f"{cpu_a / cpu_b if cpu_b else float('inf'):>6.2f} "
-                        f"{wall_a / polls * 1000:>11.2f} ms {wall_b / polls * 1000:>11.2f} ms"
-                    )
+                alternate(
+                    rounds,
+                    polls,
+                    (a, lambda: asyncio.run(hwpoller_round(runner, store, polls))),
+                    (b, lambda: exporter_round(url, exporter.pid, polls)),
+                )
                 print(
                     f"  total: hwpoller {a.cpu / a.polls * 1000:.2f} ms CPU, "
                     f"{a.wall / a.polls * 1000:.2f} ms wall; ipmi_exporter "
