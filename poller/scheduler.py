@@ -351,9 +351,6 @@ class Scheduler:
             if any(old.settings.protocol_key(k) != config.settings.protocol_key(k) for k in keys):
                 changed.add(record.name)
         self.context.settings = config.settings
-        for name in changed:
-            if protocols.get(name).resource is not None:
-                self.context.drop_resource(name)
         self._config = config
         wanted = {t.name: t for t in config.targets}
         carried: dict[str, TargetRunner] = {}
@@ -370,6 +367,11 @@ class Scheduler:
                 continue
             carried[name] = runner
             await self._stop_target(name)
+        # Only now that their runners are stopped (and their sessions closed with the old
+        # resource): the next driver of the protocol makes a new one from the new settings.
+        for name in changed:
+            if protocols.get(name).resource is not None:
+                self.context.drop_resource(name)
         self._store.retain(set(wanted))
         new = sum(1 for name in wanted if name not in self._runners)
         spread = max(START_SPREAD, new / START_RATE)

@@ -12,6 +12,7 @@ import yaml
 from poller.config import parse_config
 from poller.driver import Driver, DriverContext, PollSpec
 from poller.errors import AuthError
+from poller.ipmi import IpmiResource
 from poller.model import DeviceData, DeviceInfo, Quantity, Reading
 from poller.profiles import load_profiles
 from poller.scheduler import Scheduler, TargetRunner, backoff_delay
@@ -197,6 +198,8 @@ def test_reload_restarts_only_what_changed() -> None:
         view = store.get("b")
         assert view is not None
         assert dict(view.labels) == {"rack": "y"}  # the label changed without a restart
+        # The IPMI thread pool is made anew from the new settings.
+        assert scheduler.context.resource("ipmi", IpmiResource).threads == 4
         await scheduler.stop()
         return restarted
 
