@@ -190,7 +190,7 @@ class SettingsBase(StrictModel):
     adds its own (ProtocolSpec.settings_fields) in Settings, built from the registry."""
 
     listen_address: str = "0.0.0.0:9730"
-    # UDP address of the SNMP notification receiver (poller.notifications): a trap or inform
+    # UDP address of the SNMP notification receiver (poller.snmp.notifications): a trap or inform
     # from a target re-polls it at once. None or "" turns the receiver off.
     notification_address: Annotated[
         str | None, AfterValidator(lambda a: a and (parse_listen_address(a, 9162), a)[1])
