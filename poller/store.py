@@ -47,9 +47,9 @@ class Store:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._targets: dict[str, TargetView] = {}
-        # The exporter's rendered text per target (poller.exporter owns what is in it); when
-        # it is a ViewListener, each recorded poll is passed to it.
-        self.exposition_cache: object | None = None
+        # The exporter's rendered text per target (poller.exporter owns what is in it); each
+        # recorded poll is passed to it, so it renders then and not at the next scrape.
+        self.exposition_cache: ViewListener | None = None
 
     def register(
         self,
@@ -89,7 +89,7 @@ class Store:
                 errors=errors,
             )
         listener = self.exposition_cache
-        if listener is not None and hasattr(listener, "refresh"):
+        if listener is not None:
             listener.refresh(new)
 
     def snapshot(self) -> list[TargetView]:
