@@ -113,10 +113,13 @@ class TargetRunner:
     def next_delay(self) -> float:
         """Seconds from the start of one poll to the next: interval or backoff, jittered."""
         delay = backoff_delay(self.spec.interval, self._failures, self._max_backoff)
-        spread = (
-            max(self._jitter, BACKOFF_JITTER) if self._failures and self._jitter else self._jitter
-        )
-        return delay * (1 + random.uniform(-spread, spread))
+        if not self._failures or not self._jitter:
+            return delay * (1 + random.uniform(-self._jitter, self._jitter))
+        # Backing off: a wider spread, but never sooner than a healthy poll could come (a
+        # failing device may be a fragile one).
+        spread = max(self._jitter, BACKOFF_JITTER)
+        floor = self.spec.interval * (1 - self._jitter)
+        return max(floor, delay * (1 + random.uniform(-spread, spread)))
 
     async def run(self, first_delay: float | None = None, spread: float = START_SPREAD) -> None:
         """Poll on schedule until stopped. Nothing a driver (or this module) raises ends the

@@ -395,3 +395,10 @@ def test_backoff_is_spread_wider_than_the_interval_jitter() -> None:
     base = backoff_delay(runner.spec.interval, 3, runner._max_backoff)
     assert min(delays) < base * 0.85 and max(delays) > base * 1.15
     assert all(base * 0.75 <= d <= base * 1.25 for d in delays)
+    # After one failure the delay is the interval: spread wider, but never below what a
+    # healthy poll's jitter allows.
+    runner._failures = 1
+    interval = runner.spec.interval
+    delays = [runner.next_delay() for _ in range(400)]
+    assert min(delays) >= interval * 0.9
+    assert max(delays) > interval * 1.15
