@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from poller import protocols
 from poller.compose import checked
+from poller.config import Settings
 from poller.model import DeviceData
 from poller.profiles import ProfileSet
 
@@ -64,8 +65,6 @@ class DriverContext:
     concurrency cap, a thread pool), created when its first driver asks for it."""
 
     def __init__(self, profiles: ProfileSet, settings: SettingsBase | None = None) -> None:
-        from poller.config import Settings  # noqa: PLC0415 - config imports this module's users
-
         self.profiles = profiles
         self.settings: SettingsBase = settings if settings is not None else Settings()
         self._resources: dict[str, protocols.Resource] = {}
