@@ -30,6 +30,7 @@ import yaml
 
 from poller.ipmi import sdr
 from poller.ipmi.session import PollSelect
+from poller.model import PollResult
 from tests.ipmisim import IpmiSim, compact_record, full_record, load_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,10 @@ def _worker(params: dict[str, Any]) -> dict[str, Any]:
 
     from poller.app import raise_open_files_limit
     from poller.config import parse_config
-    from tests.util import poll_once
+    from poller.driver import DriverContext, PollSpec, driver_for
+    from poller.profiles import load_profiles
+    from poller.scheduler import TargetRunner
+    from poller.store import Store
 
     raise_open_files_limit()
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -65,9 +69,24 @@ def _worker(params: dict[str, Any]) -> dict[str, Any]:
         "auth": "bmc",
         "timeout": "10s",
     }
-    config = parse_config(yaml.safe_dump({"auths": {"bmc": auth}, "targets": [target]}), "<t>")
+    # pyghmi in this process (not the IPMI worker process): its sockets are the high ones.
+    doc = {"settings": {"ipmi_process": False}, "auths": {"bmc": auth}, "targets": [target]}
+    config = parse_config(yaml.safe_dump(doc), "<t>")
+
+    async def poll_once() -> PollResult:
+        spec = PollSpec.from_config(config, config.targets[0])
+        context = DriverContext(load_profiles(), config.settings)
+        store = Store()
+        store.register(spec.name, spec.protocol, {})
+        runner = TargetRunner(spec, {}, driver_for(spec, context), store, 0, 0)
+        try:
+            return await runner.poll_once()
+        finally:
+            await runner.driver.close()
+            context.shutdown()
+
     try:
-        result = asyncio.run(poll_once(config))
+        result = asyncio.run(poll_once())
         outcome: dict[str, Any] = {"success": result.success, "reason": result.reason}
         if result.data is not None:
             outcome["readings"] = {
