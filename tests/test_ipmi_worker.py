@@ -213,6 +213,38 @@ def test_device_errors_arrive_as_the_same_class(
         assert wrong not in text and sim.password not in text
 
 
+def test_log_level_change_reaches_the_worker(
+    sim: IpmiSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    """settings.log_level changed on reload: the running worker is told before the next poll,
+    so its debug records start arriving without a restart."""
+    config = ipmi_config(sim)
+    root = logging.getLogger()
+
+    async def go() -> int:
+        context = DriverContext(load_profiles(), config.settings)
+        driver = driver_for(spec_of(config), context)
+        root.setLevel(logging.INFO)
+        await driver.poll()
+        root.setLevel(logging.DEBUG)
+        await driver.poll()
+        await asyncio.sleep(0.2)  # the worker's record follows its answer on the socket
+        starts = client_of(context).starts
+        await driver.close()
+        context.shutdown()
+        return starts
+
+    before = root.level
+    caplog.set_level(logging.DEBUG)  # the handler's level; the root logger's is set in go()
+    try:
+        starts = asyncio.run(go())
+    finally:
+        root.setLevel(before)
+    assert starts == 1
+    assert "IPMI worker log level now DEBUG" in caplog.text
+    assert "IPMI worker ready" not in caplog.text  # sent at INFO, before the change
+
+
 def test_killed_worker_fails_in_flight_polls_and_is_restarted(
     sim: IpmiSim, silent: tuple[str, int]
 ) -> None:

@@ -11,6 +11,7 @@ Messages are tuples whose first item names them:
                      ("poll", request_id, key)          poll it once
                      ("cancel", request_id)             the scheduler gave up on that poll
                      ("close", request_id, key)         log out and forget the driver
+                     ("level", levelno)                 hwpoller's log level changed
     worker -> main   ("ok", request_id, DeviceData)
                      ("error", request_id, exception)   a DeviceError as raised, or a stand-in
                      ("closed", request_id)

@@ -97,6 +97,7 @@ class WorkerClient:
         self._retry_at = 0.0
         self._ended = ""  # why the last worker ended, for polls during the restart delay
         self._closed = False
+        self._level = logging.NOTSET  # the log level the worker was last told
         self._loop: asyncio.AbstractEventLoop | None = None
         self.starts = 0  # workers started, for tests and the benchmark
 
@@ -147,7 +148,8 @@ class WorkerClient:
         loop.add_reader(parent.fileno(), self._readable)
         self._heard = True
         self._watchdog = loop.create_task(self._watch(parent), name="ipmi-worker-watchdog")
-        self._send(("hello", self.threads, logging.getLogger().getEffectiveLevel()))
+        self._level = logging.getLogger().getEffectiveLevel()
+        self._send(("hello", self.threads, self._level))
         if self._profiles is not None:
             self._send(("profiles", self._profiles))
         log.debug("IPMI worker started (pid %d)", self._proc.pid)
@@ -309,13 +311,17 @@ class WorkerClient:
         """Poll the target `key` in the worker (opening its driver there first)."""
         self._ensure_started()
         self._ensure_profiles(profiles)
+        level = logging.getLogger().getEffectiveLevel()
+        if level != self._level:  # settings.log_level changed on reload
+            self._level = level
+            self._send(("level", level))
         if key not in self._opened:
             self._send(("open", key, spec))
             self._opened.add(key)
         request = next(self._ids)
+        self._send(("poll", request, key))  # raises, registering nothing, if the worker is gone
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request] = future
-        self._send(("poll", request, key))
         try:
             data = await future
         except asyncio.CancelledError:
@@ -333,10 +339,10 @@ class WorkerClient:
             return
         self._opened.discard(key)
         request = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request] = future
         try:
             self._send(("close", request, key))
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._pending[request] = future
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await future
         except (TimeoutError, IpmiWorkerError):

@@ -171,6 +171,9 @@ class Worker:
             self._spawn(self._close(message[1], message[2]))
         elif kind == "profiles":
             self._profiles(message[1])
+        elif kind == "level":
+            logging.getLogger().setLevel(message[1])
+            log.debug("IPMI worker log level now %s", logging.getLevelName(message[1]))
         elif kind == "hello":
             self._hello(message[1], message[2])
         else:
