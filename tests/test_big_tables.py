@@ -13,7 +13,8 @@ from poller.exporter import exposition
 from poller.model import DeviceData, PollResult
 from poller.profiles import load_profiles
 from poller.simulator.replay import ReplayAgent
-from poller.snmp.driver import MAX_TABLE_ROWS, SnmpDriver
+from poller.snmp.driver import SnmpDriver
+from poller.snmp.transport import MAX_TABLE_ROWS
 from poller.store import Store
 from tests.util import snmp_config
 

@@ -13,10 +13,10 @@ from pydantic import SecretStr
 from poller.errors import DeviceTimeoutError
 from poller.simulator import room as room_module
 from poller.simulator.room import SimulatedRoom
-from poller.snmp import driver as snmp_driver
+from poller.snmp import transport as snmp_transport
 from poller.snmp.auth import SnmpAuth
-from poller.snmp.driver import GufoTransport
 from poller.snmp.profile import SYS_OBJECT_ID
+from poller.snmp.transport import GufoTransport
 from tests.peers import V3_AUTH, V3_PRIV, V3_USER, Snmpd
 
 pytestmark = pytest.mark.integration
@@ -37,8 +37,8 @@ def test_snmpv3_engine_discovered_after_a_failed_first_try_right_after_boot(
     # used" sentinel and a clock below V3_REFRESH_AFTER, the session looked fresh and was
     # used without an engine id.
     clock = fresh_boot_clock()
-    monkeypatch.setattr(snmp_driver, "time", clock)
-    assert clock.monotonic() < snmp_driver.V3_REFRESH_AFTER
+    monkeypatch.setattr(snmp_transport, "time", clock)
+    assert clock.monotonic() < snmp_transport.V3_REFRESH_AFTER
     agent = Snmpd()
     auth = SnmpAuth(
         protocol="snmp",

@@ -9,7 +9,7 @@ import pytest
 
 from poller.errors import DeviceTimeoutError
 from poller.snmp.auth import SnmpAuth
-from poller.snmp.driver import GufoTransport
+from poller.snmp.transport import GufoTransport
 from tests.peers import UdpResponder
 
 pytestmark = pytest.mark.integration

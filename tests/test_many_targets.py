@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     import asyncio, resource, sys
     from poller.app import raise_open_files_limit
     from poller.snmp.auth import SnmpAuth
-    from poller.snmp.driver import GufoTransport
+    from poller.snmp.transport import GufoTransport
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))

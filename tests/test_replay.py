@@ -18,21 +18,14 @@ from pathlib import Path
 import pytest
 
 from poller.simulator.replay import (
-    GET,
-    GETBULK,
-    GETNEXT,
-    SET,
     Recording,
     ReplayAgent,
     ReplayProcess,
     Responder,
-    ber_integer,
-    ber_oid,
     build_request,
-    parse_oid,
-    tlv,
 )
 from poller.simulator.snmpsim import RECORDINGS, SnmpSim
+from poller.snmp.ber import GET, GETBULK, GETNEXT, SET, ber_integer, ber_oid, parse_oid, tlv
 from tests.conftest import TEST_RECORDINGS
 from tests.util import require
 

@@ -39,66 +39,32 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, cast
 
-Oid = tuple[int, ...]
+from poller.snmp.ber import (
+    END_OF_MIB_VIEW,
+    GET,
+    GETBULK,
+    GETNEXT,
+    NO_SUCH_INSTANCE,
+    NO_SUCH_NAME,
+    RESPONSE,
+    TOO_BIG,
+    MalformedError,
+    Oid,
+    ber_integer,
+    ber_oid,
+    decode_oid,
+    encode_arc,
+    oid_contents,
+    parse_oid,
+    read_head,
+    read_integer,
+    read_varbind_names,
+    tlv,
+)
+
 log = logging.getLogger(__name__)
 
 MAX_SIZE = 65_000  # response cap; a UDP/IPv4 datagram carries at most 65,507 bytes
-MAX_OID_ARCS = 128  # RFC 2578 3.5
-GET, GETNEXT, RESPONSE, SET, GETBULK = 0xA0, 0xA1, 0xA2, 0xA3, 0xA5
-NO_SUCH_INSTANCE, END_OF_MIB_VIEW = b"\x81\x00", b"\x82\x00"
-TOO_BIG, NO_SUCH_NAME = 1, 2
-
-
-class MalformedError(ValueError):
-    """A datagram that is not a well-formed SNMP v1/v2c request."""
-
-
-# --- BER ---------------------------------------------------------------------------------
-
-
-def ber_length(n: int) -> bytes:
-    """Definite length octets, short form below 128, long form above."""
-    if n < 0x80:
-        return bytes((n,))
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(body),)) + body
-
-
-def tlv(tag: int, body: bytes) -> bytes:
-    """One BER element with a single-octet tag."""
-    return bytes((tag,)) + ber_length(len(body)) + body
-
-
-def ber_integer(n: int, tag: int = 0x02) -> bytes:
-    """An INTEGER (or application integer type) in minimal two's complement."""
-    size = (n + (n < 0)).bit_length() // 8 + 1
-    return tlv(tag, n.to_bytes(size, "big", signed=True))
-
-
-def ber_oid(oid: Oid) -> bytes:
-    """An OBJECT IDENTIFIER TLV."""
-    return tlv(0x06, oid_contents(oid))
-
-
-def oid_contents(oid: Oid) -> bytes:
-    """An OBJECT IDENTIFIER's contents: base-128 sub-identifiers, the first two arcs packed."""
-    if len(oid) < 2 or oid[0] > 2 or (oid[0] < 2 and oid[1] >= 40):
-        raise ValueError(f"not an encodable OID: {oid}")
-    return b"".join(map(_arc, (oid[0] * 40 + oid[1], *oid[2:])))
-
-
-def _arc(arc: int) -> bytes:
-    """One sub-identifier in base 128, high bit set on all but the last octet."""
-    if 0 <= arc < 0x80:
-        return bytes((arc,))
-    if arc < 0:
-        raise ValueError(f"negative sub-identifier {arc}")
-    chunk = [arc & 0x7F]
-    arc >>= 7
-    while arc:
-        chunk.append(0x80 | (arc & 0x7F))
-        arc >>= 7
-    return bytes(reversed(chunk))
 
 
 def _record_name(text: bytes, parents: dict[bytes, tuple[Oid, bytes]]) -> tuple[Oid, bytes]:
@@ -113,73 +79,7 @@ def _record_name(text: bytes, parents: dict[bytes, tuple[Oid, bytes]]) -> tuple[
             return oid, oid_contents(oid)
         known = parents[parent] = (head, oid_contents(head))
     arc = int(last)
-    return (*known[0], arc), known[1] + _arc(arc)
-
-
-def parse_oid(text: str) -> Oid:
-    """ "1.3.6.1..." or ".1.3.6.1..." -> (1, 3, 6, 1, ...)."""
-    return tuple(int(part) for part in text.strip().strip(".").split("."))
-
-
-def read_head(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """(tag, body start, body end) of the element at pos; MalformedError if it overruns end."""
-    if pos + 2 > end:
-        raise MalformedError("truncated")
-    tag, n = data[pos], data[pos + 1]
-    if tag & 0x1F == 0x1F:
-        raise MalformedError("multi-octet tag")
-    pos += 2
-    if n & 0x80:
-        k = n & 0x7F
-        if k == 0 or k > 3 or pos + k > end:  # 0: indefinite length, not allowed in SNMP
-            raise MalformedError("bad length")
-        n = int.from_bytes(data[pos : pos + k], "big")
-        pos += k
-    if pos + n > end:
-        raise MalformedError("length overruns")
-    return tag, pos, pos + n
-
-
-def read_integer(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    """(value, next position) of an INTEGER at pos."""
-    tag, start, stop = read_head(data, pos, end)
-    if tag != 0x02 or not 0 < stop - start <= 8:
-        raise MalformedError("not an integer")
-    return int.from_bytes(data[start:stop], "big", signed=True), stop
-
-
-def read_varbind_names(data: bytes, pos: int, end: int) -> list[tuple[bytes, bytes]]:
-    """(OID TLV, OID contents) of each varbind in a varbind list's contents."""
-    names = []
-    while pos < end:
-        tag, vb_start, vb_end = read_head(data, pos, end)
-        otag, ostart, ostop = read_head(data, vb_start, vb_end)
-        if tag != 0x30 or otag != 0x06 or read_head(data, ostop, vb_end)[2] != vb_end:
-            raise MalformedError("bad varbind")
-        names.append((data[vb_start:ostop], data[ostart:ostop]))
-        pos = vb_end
-    return names
-
-
-def decode_oid(body: bytes) -> Oid:
-    """The arcs of an OBJECT IDENTIFIER's contents; bounded so hostile input stays cheap."""
-    if not body or body[-1] & 0x80:
-        raise MalformedError("bad OID")
-    arcs: list[int] = []
-    value = octets = 0
-    for byte in body:
-        value = (value << 7) | (byte & 0x7F)
-        octets += 1
-        if not byte & 0x80:
-            arcs.append(value)
-            value = octets = 0
-        elif octets >= 5:  # above 2**32, which no SNMP sub-identifier reaches
-            raise MalformedError("OID arc too large")
-    if len(arcs) >= MAX_OID_ARCS:
-        raise MalformedError("OID too long")
-    first = arcs[0]
-    head = (first // 40, first % 40) if first < 80 else (2, first - 80)
-    return head + tuple(arcs[1:])
+    return (*known[0], arc), known[1] + encode_arc(arc)
 
 
 # --- recordings ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from poller.driver import DriverContext, PollSpec, driver_for
 from poller.profiles import load_profiles
 from poller.scheduler import TargetRunner
 from poller.simulator.snmpsim import SnmpSim, free_udp_port
-from poller.snmp.driver import GufoTransport
+from poller.snmp.transport import GufoTransport
 from poller.store import Store
 from tests.bench.closed_loop import Measured, measure
 
