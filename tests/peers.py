@@ -20,8 +20,13 @@ V3_AUTH = "authpass-CANARY-7f3a"
 V3_PRIV = "privpass-CANARY-91bc"
 
 
+# The SNMPv2c community snmpd answers (read-only, loopback only).
+V2_COMMUNITY = "hwpoller-ro"
+
+
 class Snmpd:
-    """net-snmp snmpd on loopback with one SNMPv3 authPriv SHA-256/AES user.
+    """net-snmp snmpd on loopback with one SNMPv3 authPriv SHA-256/AES user (and the v2c
+    community V2_COMMUNITY).
 
     `override` lines make it serve a few RFC 1628 UPS-MIB objects (a UPS on battery), so the
     poller recognises it by upsIdentManufacturer like any standard UPS card.
@@ -39,6 +44,7 @@ class Snmpd:
             f"agentaddress udp:127.0.0.1:{self.port}\n"
             f'createUser {V3_USER} SHA-256 "{V3_AUTH}" AES "{V3_PRIV}"\n'
             f"rouser {V3_USER} priv\n"
+            f"rocommunity {V2_COMMUNITY} 127.0.0.1\n"
             'override 1.3.6.1.2.1.33.1.1.1.0 octet_str "NetSNMP Test UPS"\n'
             'override 1.3.6.1.2.1.33.1.1.2.0 octet_str "SNMPD-1000"\n'
             "override 1.3.6.1.2.1.33.1.2.1.0 integer 2\n"

@@ -10,16 +10,19 @@ import pytest
 from poller.errors import DeviceTimeoutError
 from poller.snmp.auth import SnmpAuth
 from poller.snmp.transport import GufoTransport
+from poller.snmp.wire import WireTransport
 from tests.peers import UdpResponder
 
 pytestmark = pytest.mark.integration
 
 
-async def four_silent_requests(port: int, cap: int) -> tuple[float, int]:
+async def four_silent_requests(
+    port: int, cap: int, kind: type[GufoTransport | WireTransport]
+) -> tuple[float, int]:
     """Four targets each send one request that times out after 0.4 s; returns (wall, peak)."""
     semaphore = asyncio.Semaphore(cap)
     auth = SnmpAuth(protocol="snmp", community="x")
-    transports = [GufoTransport("127.0.0.1", port, auth, 0.4, 0, 10, semaphore) for _ in range(4)]
+    transports = [kind("127.0.0.1", port, auth, 0.4, 0, 10, semaphore) for _ in range(4)]
     peak = 0
 
     async def watch() -> None:
@@ -39,10 +42,11 @@ async def four_silent_requests(port: int, cap: int) -> tuple[float, int]:
     return wall, peak
 
 
-def test_cap_serialises_requests() -> None:
+@pytest.mark.parametrize("kind", [GufoTransport, WireTransport])
+def test_cap_serialises_requests(kind: type[GufoTransport | WireTransport]) -> None:
     with UdpResponder(None) as silent:
-        capped_wall, capped_peak = asyncio.run(four_silent_requests(silent.port, 1))
-        free_wall, free_peak = asyncio.run(four_silent_requests(silent.port, 4))
+        capped_wall, capped_peak = asyncio.run(four_silent_requests(silent.port, 1, kind))
+        free_wall, free_peak = asyncio.run(four_silent_requests(silent.port, 4, kind))
     assert capped_peak == 1
     assert free_peak == 4
     assert capped_wall >= 1.5  # 4 x 0.4 s one after another

@@ -82,10 +82,18 @@ def fault_doc(
     """A config document: `healthy` snmpsim targets (round robin over `healthy_from`)
     named ok-N, and one target per (name, port) in `bad`, all polled as an APC UPS would
     be."""
-    auths = {c: {"protocol": "snmp", "version": "2c", "community": c} for c in HEALTHY}
+    auths: dict[str, Any] = {
+        c: {"protocol": "snmp", "version": "2c", "community": c} for c in HEALTHY
+    }
+    # The panic peers are polled with SNMPv1, which goes through gufo-snmp: its Rust decoder
+    # is the one that panics (SNMPv2c has the project's own codec, which raises instead).
+    auths["apc-smartups-v1"] = {"protocol": "snmp", "version": "1", "community": "apc-smartups"}
     communities = [healthy_from[i % len(healthy_from)] for i in range(healthy)]
     targets = [target(f"ok-{i}", sim_port, c) for i, c in enumerate(communities)]
-    targets += [target(name, port, "apc-smartups") for name, port in bad]
+    targets += [
+        target(name, port, "apc-smartups-v1" if name.startswith("panic") else "apc-smartups")
+        for name, port in bad
+    ]
     return {
         "settings": {
             "interval": f"{interval}s",

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     import asyncio, resource, sys
     from poller.app import raise_open_files_limit
     from poller.snmp.auth import SnmpAuth
-    from poller.snmp.transport import GufoTransport
+    from poller.snmp.wire import WireTransport
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     async def main():
         sem = asyncio.Semaphore(64)
         # One transport per target, as the driver makes them: each holds its own UDP socket.
-        transports = [GufoTransport("127.0.0.1", port, auth, 5.0, 1, 10, sem) for _ in range(3000)]
+        transports = [WireTransport("127.0.0.1", port, auth, 5.0, 1, 10, sem) for _ in range(3000)]
         results = await asyncio.gather(
             *(t.get_many(["1.3.6.1.2.1.1.2.0"]) for t in transports), return_exceptions=True
         )

@@ -8,6 +8,7 @@ and inform receiver that re-polls a target at once).
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from pydantic import Field
 
@@ -34,7 +35,9 @@ def _int(value: object, default: int) -> int:
 def _options(target: TargetView, settings: SettingsView) -> SnmpOptions:
     own = target.protocol_key("max_repetitions")
     inflight = target.protocol_key("max_inflight")
+    client = target.protocol_key("snmp_client") or settings.protocol_key("snmp_client")
     return SnmpOptions(
+        client="gufo" if client == "gufo" else "native",
         max_repetitions=_int(own, _int(settings.protocol_key("max_repetitions"), 10)),
         max_repetitions_fixed=own is not None or settings.is_set("max_repetitions"),
         max_inflight=_int(inflight, _int(settings.protocol_key("max_inflight"), 2)),
@@ -57,11 +60,14 @@ PROTOCOL = ProtocolSpec(
         "max_repetitions": (int | None, Field(default=None, ge=1, le=100)),
         # Requests of one poll in flight at once; 1 for cards that drop concurrent requests.
         "max_inflight": (int | None, Field(default=None, ge=1, le=16)),
+        # SNMPv2c through the project's own codec (native) or gufo-snmp (v1 and v3 always).
+        "snmp_client": (Literal["native", "gufo"] | None, Field(default=None)),
     },
     settings_fields={
         "max_repetitions": (int, Field(default=10, ge=1, le=100)),
         "max_inflight": (int, Field(default=2, ge=1, le=16)),
         "snmp_concurrency": (int, Field(default=256, ge=1, le=65536)),
+        "snmp_client": (Literal["native", "gufo"], Field(default="native")),
     },
     options=_options,
     resource=_resource,

@@ -114,3 +114,6 @@ class SnmpOptions(StrictModel):
     max_repetitions_fixed: bool = False
     # Requests of one poll in flight at once (independent tables walked side by side).
     max_inflight: int = 2
+    # SNMPv2c client: "native" (poller.snmp.wire, every column per GETBULK) or "gufo"
+    # (gufo-snmp, as SNMPv1 and SNMPv3 always are).
+    client: Literal["native", "gufo"] = "native"

@@ -228,19 +228,17 @@ def _value(tag: int, body: bytes) -> str | bytes | int | float | None:
     return None
 
 
-def parse_response(
-    data: bytes, version: int, request_id: int
-) -> tuple[int, int, list[Varbind]] | None:
-    """(error-status, error-index, varbinds) of the answer to `request_id`; None when the
-    datagram is an answer to another request (a late one) or another version's message.
-    MalformedError when it is not a well-formed SNMP message at all."""
+def parse_response(data: bytes, version: int) -> tuple[int, int, int, list[Varbind]] | None:
+    """(request-id, error-status, error-index, varbinds) of a Response-PDU; None when the
+    datagram is another version's message or another PDU (a request or trap sent to our
+    port). MalformedError when it is not a well-formed SNMP message at all."""
     try:
-        return _parse(data, version, request_id)
+        return _parse(data, version)
     except IndexError:
         raise MalformedError("truncated message") from None
 
 
-def _parse(data: bytes, version: int, request_id: int) -> tuple[int, int, list[Varbind]] | None:
+def _parse(data: bytes, version: int) -> tuple[int, int, int, list[Varbind]] | None:
     end = len(data)
     if data[0] != 0x30:
         raise MalformedError("not a SEQUENCE")
@@ -259,33 +257,59 @@ def _parse(data: bytes, version: int, request_id: int) -> tuple[int, int, list[V
     if tag != RESPONSE:
         return None  # a request or trap sent to our port: not an answer
     rid, pos = read_integer(data, pos, pdu_end)
-    if rid != request_id:
-        return None
     status, pos = read_integer(data, pos, pdu_end)
     index, pos = read_integer(data, pos, pdu_end)
     tag, pos, vbl_end = read_head(data, pos, pdu_end)
     if tag != 0x30:
         raise MalformedError("bad varbind list")
+    return rid, status, index, _varbinds(data, pos, vbl_end)
+
+
+def _varbinds(data: bytes, pos: int, vbl_end: int) -> list[Varbind]:
+    """The varbinds of a varbind list's contents, data[pos:vbl_end]."""
     out: list[Varbind] = []
     append = out.append
+    # The loop below is most of a poll's decoding: short lengths (nearly all) and the
+    # common value types are read inline; every index is checked against the datagram
+    # (a slice past the end is short, which the length checks catch; an index past it
+    # raises IndexError, mapped to MalformedError by the caller).
     while pos < vbl_end:
         if data[pos] != 0x30:
             raise MalformedError("bad varbind")
-        n, pos = _length(data, pos + 1)
+        n = data[pos + 1]
+        if n < 0x80:
+            pos += 2
+        else:
+            n, pos = _length(data, pos + 1)
         vb_end = pos + n
         if vb_end > vbl_end or data[pos] != 0x06:
             raise MalformedError("bad varbind")
-        n, pos = _length(data, pos + 1)
+        n = data[pos + 1]
+        if n < 0x80:
+            pos += 2
+        else:
+            n, pos = _length(data, pos + 1)
         name_end = pos + n
         name = data[pos:name_end]
-        if not n or n > 640 or name[-1] & 0x80:  # 640: MAX_OID_ARCS arcs of 5 octets
+        if not n or name_end > vb_end or name[-1] & 0x80:
             raise MalformedError("bad OID")
+        if n >= MAX_OID_ARCS and (n > 640 or n - sum(b >> 7 for b in name) + 1 > MAX_OID_ARCS):
+            raise MalformedError("OID too long")  # more sub-identifiers than RFC 2578 allows
         tag = data[name_end]
-        n, pos = _length(data, name_end + 1)
+        n = data[name_end + 1]
+        if n < 0x80:
+            pos = name_end + 2
+        else:
+            n, pos = _length(data, name_end + 1)
         if pos + n != vb_end:
             raise MalformedError("bad varbind value")
-        append((name, tag, _value(tag, data[pos:vb_end])))
+        if tag == 0x02 and 0 < n <= 9:
+            append((name, tag, int.from_bytes(data[pos:vb_end], "big", signed=True)))
+        elif tag == 0x04:
+            append((name, tag, data[pos:vb_end]))
+        else:
+            append((name, tag, _value(tag, data[pos:vb_end])))
         pos = vb_end
     if pos != vbl_end:
         raise MalformedError("varbind list overruns")
-    return status, index, out
+    return out

@@ -18,6 +18,7 @@ from poller.snmp.evaluate import Fetched, normalize, text
 from poller.snmp.profile import SYS_DESCR, SYS_OBJECT_ID, Profile, RawValue, oid_key
 from poller.snmp.profile import candidates as profile_candidates
 from poller.snmp.transport import BULK_CAP, GET_CHUNK, GufoTransport, SnmpTransport
+from poller.snmp.wire import WireTransport
 
 
 class SnmpDriver:
@@ -38,7 +39,11 @@ class SnmpDriver:
         # Per-request timeout: the retries of one request fit in 80 % of the poll's deadline,
         # so that the driver, not the deadline, reports why a device stays silent.
         request_timeout = max(0.2, min(10.0, 0.8 * spec.timeout / (spec.retries + 1)))
-        self._transport = transport or GufoTransport(
+        # SNMPv2c on the project's own codec (every column of every table per GETBULK);
+        # SNMPv1 and SNMPv3 on gufo-snmp.
+        native = spec.auth.version == "2c" and options.client == "native"
+        kind = WireTransport if native else GufoTransport
+        self._transport: SnmpTransport = transport or kind(
             spec.host,
             spec.port,
             spec.auth,
@@ -56,6 +61,8 @@ class SnmpDriver:
         # have more rows than the needed ones).
         self._rows: dict[str, int] = {}
         self._varbinds: dict[str, int] = {}
+        # Rows each column had at the last poll (the column walker's GETBULK sizes).
+        self._column_rows: dict[str, int] = {}
         # PDUs the last detection cost, and the last poll (detection included), as reported
         # by `probe` and the benchmarks; None when the transport does not count them.
         self.detection_requests = 0
@@ -139,12 +146,15 @@ class SnmpDriver:
         detected = self._spec.profile is None
         if detected:
             oids.append(SYS_OBJECT_ID)  # one extra varbind tells us if the device was swapped
-        fetched = Fetched(scalars=await self._transport.get_many(oids) if oids else {})
+        if isinstance(self._transport, WireTransport):
+            fetched = await self._fetch_together(self._transport, oids, plan)
+        else:
+            fetched = Fetched(scalars=await self._transport.get_many(oids) if oids else {})
+            await self._walk_all(self._plan_walks(plan), fetched)
         if detected and SYS_OBJECT_ID in fetched.scalars:
             now = text(fetched.scalars[SYS_OBJECT_ID]).lstrip(".")
             if now != self._sys_object_id:
                 self._applied = None  # re-detect on the next poll
-        await self._walk_all(self._plan_walks(plan), fetched)
         version = {"1": "snmpv1", "2c": "snmpv2c", "3": "snmpv3"}[self._auth.version]
         parts = [
             Contribution(
@@ -156,6 +166,39 @@ class SnmpDriver:
             for p in applied
         ]
         return merge(parts, protocol=version)
+
+    async def _fetch_together(
+        self, transport: WireTransport, oids: list[str], plan: _Plan
+    ) -> Fetched:
+        """Scalars in one GET (or as few as the agent allows) and every needed column of
+        every table walked together; with max_inflight above 1 the GET goes beside the
+        walk's first GETBULK, which then has the other max_inflight - 1 in flight."""
+        columns = plan.columns
+        inflight = self._options.max_inflight
+        if not columns:
+            return Fetched(scalars=await transport.get_many(oids) if oids else {})
+        known, cap = self._column_rows, self._bulk_cap
+        scalars: dict[str, RawValue] = {}
+        if not oids:
+            rows, failed = await transport.walk_columns(columns, known, cap, inflight)
+        elif inflight > 1:
+            # Both run to the end (no stray task left behind), then the GET's error first.
+            got, walked = await asyncio.gather(
+                transport.get_many(oids),
+                transport.walk_columns(columns, known, cap, inflight - 1),
+                return_exceptions=True,
+            )
+            if isinstance(got, BaseException):
+                raise got
+            if isinstance(walked, BaseException):
+                raise walked
+            scalars, (rows, failed) = got, walked
+        else:
+            scalars = await transport.get_many(oids)
+            rows, failed = await transport.walk_columns(columns, known, cap, 1)
+        for column, got in rows.items():
+            self._column_rows[column] = len(got)
+        return Fetched(scalars=scalars, columns=rows, failed=failed)
 
     async def _walk_all(self, walks: list[_Walk], fetched: Fetched) -> None:
         """Run the walks, up to max_inflight at once (each on its own socket), filing the
@@ -264,6 +307,11 @@ class _Plan:
     scalars: tuple[str, ...]
     # (entry OID, needed column OIDs, last needed column number), in OID order
     tables: tuple[tuple[str, tuple[str, ...], int], ...]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every needed column, in OID order."""
+        return [c for _, cols, _ in self.tables for c in cols]
 
     @classmethod
     def of(cls, applied: Sequence[Profile]) -> _Plan:

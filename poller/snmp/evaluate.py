@@ -41,13 +41,15 @@ def text(raw: RawValue) -> str:
     """Render a raw value as text the way a profile's map keys and names are written."""
     if raw is None:
         return ""
-    if type(raw) is int:  # the commonest value: an enum or a gauge (no text to clean)
+    kind = type(raw)
+    if kind is int:  # the commonest value: an enum or a gauge (no text to clean)
         return str(raw)
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", errors="replace")
-    if isinstance(raw, float) and raw.is_integer():
+    if kind is bytes:
+        shown = raw.decode("utf-8", errors="replace")  # type: ignore[union-attr]
+    elif isinstance(raw, float) and raw.is_integer():
         return str(int(raw))
-    shown = str(raw)
+    else:
+        shown = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
     # Control characters are rare: str.isprintable() (C, no regex) finds the clean majority.
     return (shown if shown.isprintable() else _CONTROL.sub("", shown)).strip()
 
@@ -104,7 +106,7 @@ class _Row:
             raw = None
         if ref.map is not None:
             raw = ref.map.get(text(raw), ref.default)
-        elif raw is None or text(raw) == "":
+        elif raw is None or (type(raw) is not int and text(raw) == ""):
             raw = ref.default
         if ref.format is not None and raw is not None:
             return ref.format.replace("{value}", text(raw))
@@ -155,7 +157,7 @@ def _scaled(
     row: _Row, metric: MetricSpec, raw: RawValue, scale: float, offset: float
 ) -> float | None:
     """Apply invalid sentinels, scale, per-row factors, offset and unit conversion."""
-    if text(raw) in metric.invalid:
+    if metric.invalid and text(raw) in metric.invalid:
         return None
     value = number(raw)
     factor = _factor(row, metric)
@@ -175,7 +177,7 @@ def _readings_for_row(row: _Row, metric: MetricSpec, raw: RawValue, scale: float
     location = _location(row, metric, sensor)
     if metric.map is not None:
         shown = text(raw)
-        if shown in metric.invalid:
+        if metric.invalid and shown in metric.invalid:
             return []
         mapped = metric.map.get(shown, metric.default)
         if mapped is None:

@@ -21,6 +21,7 @@ from poller.profiles import load_profiles
 from poller.scheduler import TargetRunner
 from poller.simulator.snmpsim import SnmpSim, free_udp_port
 from poller.snmp.transport import GufoTransport
+from poller.snmp.wire import WireTransport
 from poller.store import Store
 from tests.bench.closed_loop import Measured, measure
 
@@ -31,14 +32,21 @@ REQUESTS = [0]
 
 
 def count_requests() -> None:
-    """Count SNMP requests (GET chunks, walk round trips are counted as one per walk)."""
+    """Count SNMP requests: every PDU on SNMPv2c (WireTransport), and on gufo-snmp's
+    transport (v1, v3) GET chunks, with each walk counted as one."""
     original = GufoTransport._call
+    exchange = WireTransport._exchange
 
     async def counted(self, op):  # type: ignore[no-untyped-def]
         REQUESTS[0] += 1
         return await original(self, op)
 
+    async def exchanged(self, *args):  # type: ignore[no-untyped-def]
+        REQUESTS[0] += 1
+        return await exchange(self, *args)
+
     GufoTransport._call = counted  # type: ignore[method-assign]
+    WireTransport._exchange = exchanged  # type: ignore[method-assign]
 
 
 def build_config(ports: list[int]) -> str:
@@ -100,7 +108,7 @@ def main() -> int:
     print(f"  device-polls:            {polls} ({ok} ok, {failed} failed)")
     print(f"  device-polls per second: {polls / wall:.1f}")
     if polls:
-        print(f"  GETs + walks per poll:   {REQUESTS[0] / polls:.1f}")
+        print(f"  requests per poll:       {REQUESTS[0] / polls:.1f}")
         print(f"  CPU seconds per poll:    {cpu / polls * 1000:.2f} ms (poller process only)")
         print(f"  poller CPU utilisation:  {cpu / wall * 100:.0f} % of one core")
         per_core = polls / cpu if cpu else float("inf")

@@ -1,0 +1,584 @@
+"""SNMPv2c on the project's own codec (poller.snmp.ber): every needed column of every table
+in one GETBULK, many requests in flight on one socket.
+
+gufo-snmp's GETBULK carries one OID, so ten columns cost ten walks, and it matches an answer
+to the last request sent on its socket, so two requests in flight need two sockets. Here a
+request carries as many varbinds as the agent allows, answers are matched by request-id
+(one socket per target however many are in flight) and a late answer to an earlier attempt
+of the same request is taken. SNMPv1 and SNMPv3 stay on gufo-snmp (poller.snmp.transport).
+
+Hostile or broken answers cost one bounded decode and a DeviceError of this target: a
+datagram that does not parse fails the requests in flight with ProtocolError; a walk that
+repeats a row, or a table longer than MAX_TABLE_ROWS, fails that column only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from poller.errors import (
+    AuthError,
+    DeviceError,
+    DeviceTimeoutError,
+    ProtocolError,
+    UnreachableError,
+)
+from poller.snmp.auth import SnmpAuth
+from poller.snmp.ber import (
+    AUTHORIZATION_ERROR,
+    GET,
+    GETBULK,
+    TAG_END_OF_MIB_VIEW,
+    TOO_BIG,
+    MalformedError,
+    Varbind,
+    index_text,
+    null_varbinds,
+    oid_contents,
+    oid_less,
+    oid_text,
+    parse_oid,
+    parse_response,
+    request,
+)
+from poller.snmp.profile import RawValue, oid_key
+from poller.snmp.transport import GET_CHUNK, MAX_TABLE_ROWS, SnmpTransport
+
+V2C = 1  # the version field of an SNMPv2c message
+# Datagrams read per wake-up of the socket: a flood from one device cannot hold the loop.
+READ_BURST = 64
+# A row index's text by its encoded arcs, shared by all targets (indexes repeat: 1, 2, ...).
+_INDEXES: dict[bytes, str] = {}
+_INDEXES_MAX = 1 << 16
+# Encoded OIDs by their text, shared by all targets (profiles name the same objects).
+_CONTENTS: dict[str, bytes] = {}
+_CONTENTS_MAX = 1 << 16
+# Names of SNMPv2 error-status values (RFC 3416), for messages.
+_STATUS = {
+    1: "tooBig",
+    2: "noSuchName",
+    3: "badValue",
+    4: "readOnly",
+    5: "genErr",
+    6: "noAccess",
+    16: "authorizationError",
+}
+
+Answer = tuple[int, int, int, list[Varbind]]  # request-id, error-status, error-index, varbinds
+
+
+def contents(oid: str) -> bytes:
+    """The BER contents of a dotted OID (cached)."""
+    got = _CONTENTS.get(oid)
+    if got is None:
+        got = oid_contents(parse_oid(oid))
+        if len(_CONTENTS) >= _CONTENTS_MAX:
+            _CONTENTS.clear()
+        _CONTENTS[oid] = got
+    return got
+
+
+# A varbind asking for an OID (its name and a NULL), by the OID's contents: a walk asks for
+# the rows it was given last poll, so these repeat.
+_ASKS: dict[bytes, bytes] = {}
+
+
+def _asks(names: list[bytes]) -> bytes:
+    """A varbind list's contents asking for `names` (OID contents), from the cache."""
+    out = []
+    for name in names:
+        got = _ASKS.get(name)
+        if got is None:
+            got = null_varbinds([name])
+            if len(_ASKS) >= _INDEXES_MAX:
+                _ASKS.clear()
+            _ASKS[name] = got
+        out.append(got)
+    return b"".join(out)
+
+
+def _index(suffix: bytes) -> str:
+    got = _INDEXES.get(suffix)
+    if got is None:
+        got = index_text(suffix)
+        if len(_INDEXES) >= _INDEXES_MAX:
+            _INDEXES.clear()
+        _INDEXES[suffix] = got
+    return got
+
+
+def _after(name: bytes, asked: bytes) -> bool:
+    """Whether OID contents `name` sort after `asked` (see _file on bytes order)."""
+    return name > asked or _arcs_after(name, asked)
+
+
+def _arcs_after(name: bytes, asked: bytes) -> bool:
+    try:
+        return oid_less(asked, name)
+    except MalformedError:
+        return False
+
+
+def _shown(name: bytes) -> str:
+    try:
+        return oid_text(name)
+    except MalformedError:
+        return "(an undecodable OID)"
+
+
+def _status(status: int) -> str:
+    return _STATUS.get(status, f"error-status {status}")
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[Answer]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class _Column:
+    """One column of a column walk: where it is, what it read."""
+
+    __slots__ = ("cut", "done", "error", "expected", "last", "need", "oid", "prefix", "rows")
+
+    def __init__(self, oid: str, prefix: bytes, expected: int | None, first_need: int) -> None:
+        self.oid = oid
+        self.prefix = prefix
+        self.cut = len(prefix)
+        self.last = prefix  # the next GETBULK asks for what follows this
+        self.rows: dict[str, RawValue] = {}
+        self.done = False
+        self.error: str | None = None
+        self.expected = expected
+        # Varbinds wanted from the next answer: last poll's rows and one to see the end.
+        self.need = first_need if expected is None else expected + 1
+
+
+class WireTransport:
+    """SnmpTransport for SNMPv2c: one non-blocking UDP socket per target, requests matched
+    to answers by request-id, so `lane` is the transport itself."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        auth: SnmpAuth,
+        request_timeout: float,
+        retries: int,
+        max_repetitions: int,
+        semaphore: asyncio.Semaphore,
+    ) -> None:
+        self._host = host
+        self._port = port
+        secret = auth.community.get_secret_value() if auth.community is not None else "public"
+        self._community = secret.encode()
+        self._timeout = request_timeout
+        self._retries = retries
+        self._max_repetitions = max_repetitions
+        self._semaphore = semaphore
+        self._sock: socket.socket | None = None
+        self._addr: tuple[Any, ...] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._registered = False
+        self._pending: dict[int, asyncio.Future[Answer]] = {}
+        # Request ids start at a random point so that a restarted poller does not take the
+        # late answers of its predecessor's requests.
+        self._next_id = int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF
+        self._chunk = GET_CHUNK  # OIDs per GET; shrinks when the agent answers tooBig
+        # Varbinds per GETBULK answer this agent managed (tooBig shrinks it).
+        self._bulk_limit: int | None = None
+        # OIDs a v1-style agent failed a whole GET over (error-index): asked no more.
+        self._refused: set[str] = set()
+        self._requests: dict[tuple[str, ...], bytes] = {}  # a GET chunk's varbind list
+        self.requests = 0  # PDUs sent (retries included)
+
+    # --- the socket ------------------------------------------------------------------
+
+    async def _open(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise UnreachableError(f"cannot resolve {self._host}: {exc.strerror}") from None
+        if self._sock is not None:  # a request beside this one opened it meanwhile
+            return self._sock
+        family, _, _, _, addr = infos[0]
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise UnreachableError(f"cannot open socket: {exc.strerror}") from None
+        sock.setblocking(False)
+        self._sock, self._addr = sock, addr
+        return sock
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        if self._registered and self._loop is loop:
+            return
+        if self._registered and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(sock.fileno())
+        loop.add_reader(sock.fileno(), self._readable)
+        self._loop, self._registered = loop, True
+
+    def _unwatch(self) -> None:
+        loop = self._loop
+        if (
+            self._registered
+            and self._sock is not None
+            and loop is not None
+            and not loop.is_closed()
+        ):
+            loop.remove_reader(self._sock.fileno())
+        self._registered = False
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        if not self._pending:
+            # Nobody waits (a late answer): stop watching until the next request, which
+            # reads and drops it, or the event loop would call this on every turn.
+            self._unwatch()
+            return
+        for _ in range(READ_BURST):
+            try:
+                data = sock.recv(65535)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._fail(UnreachableError(f"network error: {exc.strerror or exc}"))
+                return
+            try:
+                answer = parse_response(data, V2C) if data else None
+            except MalformedError as exc:
+                self._fail(ProtocolError(f"undecodable SNMP message: {exc}"))
+                continue
+            if answer is not None:
+                waiter = self._pending.get(answer[0])
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(answer)
+
+    def _fail(self, exc: DeviceError) -> None:
+        for waiter in self._pending.values():
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    async def _send(self, sock: socket.socket, data: bytes) -> None:
+        assert self._addr is not None  # noqa: S101 - set with the socket
+        try:
+            sock.sendto(data, self._addr)
+            return
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise UnreachableError(f"network error: {exc.strerror or exc}") from None
+        # The send buffer is full (thousands of requests at once): wait until writable.
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(sock.fileno(), _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(sock.fileno())
+        try:
+            sock.sendto(data, self._addr)
+        except OSError as exc:
+            raise UnreachableError(f"network error: {exc.strerror or exc}") from None
+
+    async def _exchange(self, pdu_type: int, a: int, b: int, varbinds: bytes) -> Answer:
+        """Send one request (again on timeout, with the same request-id, so a late answer
+        to an earlier attempt counts) and return its answer."""
+        sock = self._sock or await self._open()
+        loop = asyncio.get_running_loop()
+        self._watch(loop, sock)
+        rid = self._next_id = (self._next_id % 0x7FFFFFFF) + 1
+        data = request(V2C, self._community, pdu_type, rid, a, b, varbinds)
+        attempts = self._retries + 1
+        try:
+            for _ in range(attempts):
+                async with self._semaphore:
+                    waiter: asyncio.Future[Answer] = loop.create_future()
+                    self._pending[rid] = waiter
+                    self.requests += 1
+                    await self._send(sock, data)
+                    if not self._registered:  # unwatched while the send waited
+                        self._watch(loop, sock)
+                    timer = loop.call_later(self._timeout, _expire, waiter)
+                    try:
+                        return await waiter
+                    except TimeoutError:
+                        continue
+                    finally:
+                        timer.cancel()
+        finally:
+            self._pending.pop(rid, None)
+        raise DeviceTimeoutError(
+            f"no answer within {self._timeout:.1f}s x {attempts} (wrong community?)"
+        )
+
+    # --- SnmpTransport ---------------------------------------------------------------
+
+    async def get_many(self, oids: Sequence[str]) -> dict[str, RawValue]:
+        """GET in chunks of up to GET_CHUNK OIDs (fewer once the agent said tooBig)."""
+        out: dict[str, RawValue] = {}
+        wanted = [o for o in oids if o not in self._refused] if self._refused else oids
+        size = self._chunk
+        for start in range(0, len(wanted), size):
+            await self._get(tuple(wanted[start : start + size]), out)
+        return out
+
+    async def _get(self, chunk: tuple[str, ...], out: dict[str, RawValue]) -> None:
+        varbinds = self._requests.get(chunk)
+        if varbinds is None:
+            varbinds = null_varbinds([contents(o) for o in chunk])
+            if len(self._requests) >= 64:
+                self._requests.clear()
+            self._requests[chunk] = varbinds
+        _, status, index, answer = await self._exchange(GET, 0, 0, varbinds)
+        if status:
+            if status == AUTHORIZATION_ERROR:
+                raise AuthError("the agent refused the request (authorizationError)")
+            if status == TOO_BIG and len(chunk) > 1:
+                half = (len(chunk) + 1) // 2
+                self._chunk = min(self._chunk, half)
+                await self._get(chunk[:half], out)
+                await self._get(chunk[half:], out)
+                return
+            if status == TOO_BIG:
+                raise ProtocolError("the agent answers tooBig to a GET of one OID")
+            if 1 <= index <= len(chunk):
+                # An agent that fails a whole GET over one object it lacks (SNMPv1 style):
+                # ask for the others, and not for that one again.
+                self._refused.add(chunk[index - 1])
+                rest = chunk[: index - 1] + chunk[index:]
+                if rest:
+                    await self._get(rest, out)
+                return
+            raise ProtocolError(f"the agent answered a GET with {_status(status)}")
+        for position, (name, _, value) in enumerate(answer):
+            if position >= len(chunk):
+                break
+            oid = chunk[position]
+            # Values come back in the order asked; one under another name is not believed.
+            if value is not None and name == contents(oid):
+                out[oid] = value
+
+    async def lands_in(self, subtree: str) -> bool:
+        """One GETBULK of one repetition: does the agent have anything below `subtree`?"""
+        prefix = contents(subtree)
+        _, status, _, answer = await self._exchange(GETBULK, 0, 1, null_varbinds([prefix]))
+        if status == AUTHORIZATION_ERROR:
+            raise AuthError("the agent refused the request (authorizationError)")
+        if status or not answer:
+            return False
+        name, tag, _ = answer[0]
+        return tag != TAG_END_OF_MIB_VIEW and len(name) > len(prefix) and name.startswith(prefix)
+
+    async def walk(
+        self,
+        oid: str,
+        stop: str | None = None,
+        columns: int = 1,
+        max_repetitions: int | None = None,
+    ) -> list[tuple[str, RawValue]]:
+        """Every (oid, value) below `oid`, ending before `stop`: GETBULK of one varbind."""
+        prefix = contents(oid)
+        stop_key = oid_key(stop) if stop is not None else None
+        reps = max_repetitions or self._max_repetitions
+        limit = MAX_TABLE_ROWS * max(1, columns)
+        rows: list[tuple[str, RawValue]] = []
+        seen: set[bytes] = set()
+        last = prefix
+        while True:
+            _, status, _, answer = await self._exchange(GETBULK, 0, reps, null_varbinds([last]))
+            if status == TOO_BIG and reps > 1:
+                reps //= 2
+                continue
+            if status == AUTHORIZATION_ERROR:
+                raise AuthError("the agent refused the request (authorizationError)")
+            if status:
+                raise ProtocolError(f"the agent answered a walk of {oid} with {_status(status)}")
+            if not answer:
+                return rows
+            for name, tag, value in answer:
+                if tag == TAG_END_OF_MIB_VIEW or len(name) <= len(prefix):
+                    return rows
+                if not name.startswith(prefix):
+                    return rows
+                shown = oid_text(name)
+                if stop_key is not None and oid_key(shown) >= stop_key:
+                    return rows
+                if name in seen:
+                    raise ProtocolError(f"agent returned {shown} twice: walk stuck")
+                seen.add(name)
+                rows.append((shown, value))
+                if len(rows) > limit:
+                    raise ProtocolError(f"table {oid} has more than {MAX_TABLE_ROWS} rows")
+            last = answer[-1][0]
+
+    def lane(self, number: int) -> SnmpTransport:
+        """This transport: requests in flight side by side share its socket."""
+        return self
+
+    def close(self) -> None:
+        """Close the socket; requests still waiting fail."""
+        self._unwatch()
+        self._fail(UnreachableError("the target's socket was closed"))
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._refused.clear()
+
+    # --- the column walker -----------------------------------------------------------
+
+    async def walk_columns(
+        self,
+        columns: Sequence[str],
+        expected: Mapping[str, int],
+        budget: int,
+        inflight: int,
+    ) -> tuple[dict[str, dict[str, RawValue]], dict[str, str]]:
+        """Walk the columns together: each GETBULK asks for the next rows of as many columns
+        as fit in `budget` varbinds per answer, sized from `expected` (rows at the last
+        poll), up to `inflight` GETBULKs at once. Returns rows by column and index, and why
+        each failed column failed. Two timeouts with no answer between mean the device is
+        gone: DeviceTimeoutError."""
+        first = max(1, self._max_repetitions)
+        states = [_Column(c, contents(c), expected.get(c), first) for c in columns]
+        ready = states
+        timeouts = 0
+        lanes = max(1, inflight)
+        while ready:
+            batches = self._pack(ready, budget)
+            for start in range(0, len(batches), lanes):
+                group = batches[start : start + lanes]
+                if len(group) == 1:
+                    try:
+                        await self._round(*group[0])
+                        results: list[BaseException | None] = [None]
+                    except DeviceError as exc:
+                        results = [exc]
+                else:
+                    results = await asyncio.gather(
+                        *(self._round(*b) for b in group), return_exceptions=True
+                    )
+                for (batch, _), result in zip(group, results, strict=True):
+                    if result is None:
+                        timeouts = 0
+                        continue
+                    if not isinstance(result, DeviceError):
+                        raise result
+                    if isinstance(result, DeviceTimeoutError):
+                        timeouts += 1
+                        if timeouts >= 2:
+                            raise result
+                    for column in batch:
+                        if not column.done and column.error is None:
+                            column.error = str(result)
+            ready = [c for c in states if not c.done and c.error is None]
+        rows = {c.oid: c.rows for c in states if c.error is None}
+        failed = {c.oid: f"walk {c.oid}: {c.error}" for c in states if c.error is not None}
+        return rows, failed
+
+    def _pack(self, ready: list[_Column], budget: int) -> list[tuple[list[_Column], int]]:
+        """Batches of (columns, repetitions): the columns wanting most rows first, each batch
+        as many columns as `budget` varbinds hold at the repetitions its first one needs."""
+        if self._bulk_limit is not None:
+            budget = min(budget, self._bulk_limit)
+        budget = max(1, budget)
+        order = sorted(ready, key=lambda c: c.need, reverse=True)
+        out = []
+        while order:
+            reps = max(1, min(order[0].need, budget))
+            width = max(1, budget // reps)
+            out.append((order[:width], reps))
+            del order[:width]
+        return out
+
+    async def _round(self, batch: list[_Column], reps: int) -> None:
+        """One GETBULK of the batch's next rows; files them, marks ended columns done."""
+        while True:
+            asks = _asks([c.last for c in batch])
+            _, status, index, answer = await self._exchange(GETBULK, 0, reps, asks)
+            if status == 0:
+                break
+            if status == AUTHORIZATION_ERROR:
+                raise AuthError("the agent refused the request (authorizationError)")
+            if status == TOO_BIG:
+                size = len(batch) * reps
+                self._bulk_limit = max(1, min(self._bulk_limit or size, size // 2))
+                if reps > 1:
+                    reps //= 2
+                    continue
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    await self._round(batch[:half], 1)
+                    await self._round(batch[half:], 1)
+                    return
+                raise ProtocolError("the agent answers tooBig to a GETBULK of one varbind")
+            if 1 <= index <= len(batch) and len(batch) > 1:
+                batch[index - 1].error = f"the agent answered with {_status(status)}"
+                batch = batch[: index - 1] + batch[index:]
+                continue
+            raise ProtocolError(f"the agent answered a GETBULK with {_status(status)}")
+        _file(batch, reps, answer)
+
+
+def _file(batch: list[_Column], reps: int, answer: list[Varbind]) -> None:
+    """File a GETBULK answer's varbinds under their columns (varbind i answers column
+    i mod width); a column ends at endOfMibView or the first OID outside it."""
+    width = len(batch)
+    if not answer:  # nothing more below any of them
+        for column in batch:
+            column.done = True
+        return
+    ended = [False] * width
+    before = [c.last for c in batch]
+    for position, (name, tag, value) in enumerate(answer):
+        slot = position % width
+        if ended[slot]:
+            continue
+        column = batch[slot]
+        if tag == TAG_END_OF_MIB_VIEW:
+            ended[slot] = column.done = True
+            continue
+        last = column.last
+        if not (name > last or _arcs_after(name, last)):
+            # A GETNEXT step answered with the OID asked, or one before it: the walk would
+            # never end (firmware bugs do this). Bytes order is OID order except where arcs
+            # of different encoded lengths meet (16384 is 81 80 00, 16383 is ff 7f), so
+            # bytes that say "not after" are checked by arcs; bytes that wrongly say
+            # "after" cannot make a walk endless: a row seen twice ends it.
+            ended[slot] = True
+            column.error = f"agent returned {_shown(name)} after {_shown(last)}: walk stuck"
+            continue
+        if not name.startswith(column.prefix):  # (after `last`, so never the column itself)
+            ended[slot] = column.done = True  # past the column: its end
+            continue
+        rows = column.rows
+        try:
+            key = _index(name[column.cut :])
+        except MalformedError as exc:
+            ended[slot] = True
+            column.error = f"undecodable row index: {exc}"
+            continue
+        if key in rows:
+            ended[slot] = True
+            column.error = f"agent returned {_shown(name)} twice: walk stuck"
+            continue
+        rows[key] = value
+        column.last = name
+        if len(rows) > MAX_TABLE_ROWS:
+            ended[slot] = True
+            column.error = f"table column {column.oid} has more than {MAX_TABLE_ROWS} rows"
+    for slot, column in enumerate(batch):
+        if not column.done and column.error is None and column.last is not before[slot]:
+            # More rows than last poll: ask for twice as many next time.
+            column.need = max(2 * reps, 2)
