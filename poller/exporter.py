@@ -265,6 +265,8 @@ class _TargetText:
         # Family name -> this target's lines, encoded once (a scrape joins bytes).
         self.text: dict[str, bytes] = {}
         self.prefixes: dict[_ReadingKey, tuple[_Prefix, ...]] = {}
+        # The poller's own families' prefixes by (family, what tells its lines apart).
+        self.health: dict[tuple[str, object], str] = {}
 
     def reading_prefixes(self, reading: Reading, base: dict[str, str]) -> tuple[_Prefix, ...]:
         key = (
@@ -328,11 +330,11 @@ def _render_view(view: TargetView, previous: _TargetText | None) -> _TargetText:
         rendered = _TargetText.__new__(_TargetText)
         rendered.view, rendered.labels_key = view, labels_key
         rendered.prefixes, rendered.text = previous.prefixes, {}
+        rendered.health = previous.health
     else:
         rendered = _TargetText(view)
     data = view.last.data if view.last is not None and view.last.success else None
-    # The health families: few lines, built the plain way.
-    text = _render(target_samples(view, readings=False))
+    text = _health_text(view, rendered.health)
     if data is not None:
         base = {"device": view.name, **dict(view.labels)}
         lines: dict[str, list[str]] = {}
@@ -355,6 +357,75 @@ def _render_view(view: TargetView, previous: _TargetText | None) -> _TargetText:
             text[family] = text.get(family, "") + "".join(entries)
     rendered.text = {family: lines.encode() for family, lines in text.items()}
     return rendered
+
+
+def _health_text(view: TargetView, cache: dict[tuple[str, object], str]) -> dict[str, str]:
+    """The same lines as _render(target_samples(view, readings=False)): the poller's own
+    families and hw_device_info, each line's 'name{labels} ' built once per target."""
+    if len(cache) > 512:  # info labels that keep changing: start again
+        cache.clear()
+    out: dict[str, str] = {}
+    proto: dict[str, str] | None = None
+
+    def with_protocol() -> dict[str, str]:
+        nonlocal proto
+        if proto is None:
+            proto = {"device": view.name, **dict(view.labels), "protocol": view.protocol}
+        return proto
+
+    def prefix(name: str, key: object, extra: dict[str, str], protocol: bool = True) -> str:
+        found = cache.get((name, key))
+        if found is None:
+            base = with_protocol() if protocol else {"device": view.name, **dict(view.labels)}
+            found = cache[(name, key)] = _prefix(name, {**base, **extra})
+        return found
+
+    last = view.last
+    if last is not None:
+        out["hwpoller_up"] = (
+            prefix("hwpoller_up", None, {}) + _format(1.0 if view.up else 0.0) + "\n"
+        )
+        name = "hwpoller_poll_duration_seconds"
+        out[name] = prefix(name, None, {}) + _format(last.duration_seconds) + "\n"
+    name = "hwpoller_last_success_timestamp_seconds"
+    out[name] = prefix(name, None, {}) + _format(view.last_success_at) + "\n"
+    counts = dict(view.errors)
+    name = "hwpoller_poll_errors_total"
+    out[name] = "".join(
+        prefix(name, reason, {"reason": reason}) + _format(counts.get(reason, 0)) + "\n"
+        for reason in REASONS
+    )
+    data = last.data if last is not None and last.success else None
+    if data is None:
+        return out
+    info = {
+        "vendor": data.info.vendor,
+        "model": data.info.model,
+        "firmware": data.info.firmware,
+        "profile": data.info.profile,
+        "protocol": data.info.protocol or view.protocol,
+    }
+    name = "hw_device_info"
+    out[name] = prefix(name, tuple(info.values()), info, protocol=False) + "1.0\n"
+    name = "hwpoller_profile_readings"
+    if data.sources:
+        out[name] = "".join(
+            prefix(name, profile, {"profile": profile}, protocol=False) + _format(float(n)) + "\n"
+            for profile, n in data.sources
+        )
+    dropped = dict(data.dropped)
+    name = "hwpoller_readings_dropped"
+    out[name] = "".join(
+        prefix(name, reason, {"reason": reason}, protocol=False)
+        + _format(dropped.get(reason, 0))
+        + "\n"
+        for reason in DROP_REASONS
+    )
+    name = "hwpoller_partial_failures"
+    out[name] = (
+        prefix(name, None, {}, protocol=False) + _format(float(len(data.partial_errors))) + "\n"
+    )
+    return out
 
 
 class _TextCache:

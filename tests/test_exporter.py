@@ -118,3 +118,29 @@ def test_non_snmp_readings_are_checked_too() -> None:
     data = asyncio.run(Checked(Fake()).poll())
     assert [(r.sensor, r.value) for r in data.readings] == [("Inlet Temp", 24.0)]
     assert dict(data.dropped) == {"duplicate": 1, "out_of_range": 2}
+
+
+def test_cached_health_lines_follow_every_change() -> None:
+    """The poller's own families reuse their label prefixes across polls: a new firmware,
+    a new profile, drops, partial errors, a failure and a recovery must all show."""
+    store = _store()
+    base = _data(21.5)
+    changes = [
+        DeviceData(DeviceInfo("v", "m", "f2", "p"), base.readings, sources=(("p", 5),)),
+        DeviceData(
+            DeviceInfo("v", "m", "f2", "p", "snmpv2c"),
+            base.readings,
+            partial_errors=("walk x: timeout",),
+            dropped=(("out_of_range", 2),),
+            sources=(("p", 4), ("q", 1)),
+        ),
+        None,
+        DeviceData(DeviceInfo("v", "m", "f3", "p"), base.readings),
+    ]
+    for step, data in enumerate(changes):
+        at = 1_700_000_100.0 + step
+        if data is None:
+            store.record(PollResult("a-dev", "snmp", False, 1.0, at, reason="timeout"))
+        else:
+            store.record(PollResult("a-dev", "snmp", True, 0.25 + step, at, data))
+        assert exposition(store) == _reference(store), step

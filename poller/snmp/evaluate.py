@@ -212,11 +212,16 @@ def _metric_readings(metric: MetricSpec, fetched: Fetched) -> tuple[list[Reading
     if metric.table is None:
         assert metric.oid is not None  # noqa: S101 - guaranteed by MetricSpec validation
         row = _Row(fetched, None, "0")
-        candidates = [(metric.oid, metric.scale)] + [(f.oid, f.scale) for f in metric.fallback]
-        for oid, scale in candidates:
-            raw = fetched.scalars.get(oid)
+        scalars = fetched.scalars
+        raw = scalars.get(metric.oid)
+        if raw is not None and _keep(row, metric.when):
+            readings = _readings_for_row(row, metric, raw, metric.scale)
+            if readings:
+                return readings, None
+        for fallback in metric.fallback:
+            raw = scalars.get(fallback.oid)
             if raw is not None and _keep(row, metric.when):
-                readings = _readings_for_row(row, metric, raw, scale)
+                readings = _readings_for_row(row, metric, raw, fallback.scale)
                 if readings:
                     return readings, None
         return [], None

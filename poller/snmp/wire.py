@@ -197,7 +197,7 @@ class WireTransport:
         self._bulk_limit: int | None = None
         # OIDs a v1-style agent failed a whole GET over (error-index): asked no more.
         self._refused: set[str] = set()
-        self._requests: dict[tuple[str, ...], bytes] = {}  # a GET chunk's varbind list
+        self._requests: dict[tuple[str, ...], tuple[bytes, list[bytes]]] = {}  # GET chunks
         self.requests = 0  # PDUs sent (retries included)
 
     # --- the socket ------------------------------------------------------------------
@@ -335,12 +335,13 @@ class WireTransport:
         return out
 
     async def _get(self, chunk: tuple[str, ...], out: dict[str, RawValue]) -> None:
-        varbinds = self._requests.get(chunk)
-        if varbinds is None:
-            varbinds = null_varbinds([contents(o) for o in chunk])
+        cached = self._requests.get(chunk)
+        if cached is None:
+            names = [contents(o) for o in chunk]
             if len(self._requests) >= 64:
                 self._requests.clear()
-            self._requests[chunk] = varbinds
+            cached = self._requests[chunk] = (null_varbinds(names), names)
+        varbinds, names = cached
         _, status, index, answer = await self._exchange(GET, 0, 0, varbinds)
         if status:
             if status == AUTHORIZATION_ERROR:
@@ -367,7 +368,7 @@ class WireTransport:
                 break
             oid = chunk[position]
             # Values come back in the order asked; one under another name is not believed.
-            if value is not None and name == contents(oid):
+            if value is not None and name == names[position]:
                 out[oid] = value
 
     async def lands_in(self, subtree: str) -> bool:
