@@ -20,7 +20,16 @@ from prometheus_client.utils import floatToGoString
 
 from poller import __version__
 from poller.errors import REASONS
-from poller.model import HwType, LimitType, Location, PowerSource, Quantity, Reading, State
+from poller.model import (
+    DeviceData,
+    HwType,
+    LimitType,
+    Location,
+    PowerSource,
+    Quantity,
+    Reading,
+    State,
+)
 from poller.store import Store, TargetView
 
 POLLED = "Polled in the background; see hwpoller_last_success_timestamp_seconds for freshness."
@@ -186,6 +195,17 @@ def _sensor_base(view: TargetView, sensor: str, base: dict[str, str]) -> dict[st
     return base
 
 
+def _info_labels(view: TargetView, data: DeviceData) -> dict[str, str]:
+    """hw_device_info's own labels."""
+    return {
+        "vendor": data.info.vendor,
+        "model": data.info.model,
+        "firmware": data.info.firmware,
+        "profile": data.info.profile,
+        "protocol": data.info.protocol or view.protocol,
+    }
+
+
 def target_samples(view: TargetView, readings: bool = True) -> dict[str, list[Sample]]:
     """Every sample one target contributes, by family name (`readings=False`: only the
     poller's own families and hw_device_info, not the device's readings)."""
@@ -204,14 +224,7 @@ def target_samples(view: TargetView, readings: bool = True) -> dict[str, list[Sa
     if data is None:
         return out.families  # unavailable, not stale: a down target keeps only its health
     base = {"device": view.name, **dict(view.labels)}
-    info = {
-        "vendor": data.info.vendor,
-        "model": data.info.model,
-        "firmware": data.info.firmware,
-        "profile": data.info.profile,
-        "protocol": data.info.protocol or view.protocol,
-    }
-    out.add("hw_device_info", {**base, **info}, 1.0)
+    out.add("hw_device_info", {**base, **_info_labels(view, data)}, 1.0)
     for profile, count in data.sources:
         out.add("hwpoller_profile_readings", {**base, "profile": profile}, float(count))
     dropped = dict(data.dropped)
@@ -398,13 +411,7 @@ def _health_text(view: TargetView, cache: dict[tuple[str, object], str]) -> dict
     data = last.data if last is not None and last.success else None
     if data is None:
         return out
-    info = {
-        "vendor": data.info.vendor,
-        "model": data.info.model,
-        "firmware": data.info.firmware,
-        "profile": data.info.profile,
-        "protocol": data.info.protocol or view.protocol,
-    }
+    info = _info_labels(view, data)
     name = "hw_device_info"
     out[name] = prefix(name, tuple(info.values()), info, protocol=False) + "1.0\n"
     name = "hwpoller_profile_readings"

@@ -20,7 +20,8 @@ from pysnmp.proto import api, rfc1902, rfc1905
 
 from poller.driver import DriverContext, PollSpec
 from poller.errors import DeviceError
-from poller.profiles import load_profiles
+from poller.model import DeviceData
+from poller.profiles import ProfileSet, load_profiles
 from poller.simulator.replay import ReplayAgent
 from poller.simulator.replay import Responder as ReplayResponder
 from poller.simulator.snmpsim import RECORDINGS, SnmpSim
@@ -353,6 +354,18 @@ def test_polls_read_what_the_gufo_path_reads_in_fewer_pdus() -> None:
     assert fewer >= len(table) // 2, (fewer, same)
 
 
+def reference_poll(path: Path, profiles: ProfileSet) -> DeviceData:
+    """A poll of the recording through a well-behaved replay agent (apc-ups profile)."""
+    with ReplayAgent({"public": path}) as plain:
+        config = snmp_config(plain.port, "public", profile="apc-ups")
+        spec = PollSpec.from_config(config, config.targets[0])
+        reference = SnmpDriver(spec, DriverContext(profiles))
+        try:
+            return asyncio.run(reference.poll())
+        finally:
+            asyncio.run(reference.close())
+
+
 def test_too_big_bulk_answers_shrink_the_request_and_lose_nothing() -> None:
     """An agent that answers tooBig to any GETBULK asking for more than 12 varbinds (some
     cards do, instead of truncating as RFC 3416 says)."""
@@ -398,14 +411,7 @@ def test_too_big_bulk_answers_shrink_the_request_and_lose_nothing() -> None:
         first, second, before, after = asyncio.run(go())
     finally:
         peer.stop()
-    with ReplayAgent({"public": path}) as roomy:
-        config = snmp_config(roomy.port, "public", profile="apc-ups")
-        spec = PollSpec.from_config(config, config.targets[0])
-        reference = SnmpDriver(spec, DriverContext(profiles))
-        try:
-            expected = asyncio.run(reference.poll())
-        finally:
-            asyncio.run(reference.close())
+    expected = reference_poll(path, profiles)
     assert before >= 1  # the first poll met tooBig...
     assert after == before  # ...and the second asked for no more than the agent manages
     assert first == expected
@@ -464,14 +470,7 @@ def test_an_agent_failing_a_whole_get_over_one_object_loses_only_that_object(
         first, second, again = asyncio.run(go())
     finally:
         peer.stop()
-    with ReplayAgent({"public": path}) as plain:
-        config = snmp_config(plain.port, "public", profile="apc-ups")
-        spec = PollSpec.from_config(config, config.targets[0])
-        reference = SnmpDriver(spec, DriverContext(profiles))
-        try:
-            expected = asyncio.run(reference.poll())
-        finally:
-            asyncio.run(reference.close())
+    expected = reference_poll(path, profiles)
     assert refused == [lacking]
     assert again == 0
     assert first == expected
