@@ -50,23 +50,29 @@ def _superseders(item: Contribution, parts: Sequence[Contribution]) -> list[Cont
 
 def merge(parts: Sequence[Contribution], protocol: str = "") -> DeviceData:
     """One DeviceData from the contributions of every applied profile, best first."""
-    kinds = {
-        part.profile: {r.kind for r in part.data.readings if r.limit_type is None} for part in parts
-    }
+    # Kinds each superseding profile reports, computed only for profiles that supersede.
+    kinds: dict[str, set[object]] = {}
     dropped: Counter[str] = Counter()
     seen: set[tuple[str, str, str, str, str]] = set()
     readings: list[Reading] = []
     sources: list[tuple[str, int]] = []
     partial: set[str] = set()
+    ranges = PHYSICAL_RANGE
     for part in parts:
         replaced: set[object] = set()
         for other in _superseders(part, parts):
-            replaced |= kinds[other.profile]
+            reported = kinds.get(other.profile)
+            if reported is None:
+                reported = kinds[other.profile] = {
+                    r.kind for r in other.data.readings if r.limit_type is None
+                }
+            replaced |= reported
         kept = 0
         for reading in part.data.readings:
-            if reading.kind in replaced:
+            if replaced and reading.kind in replaced:
                 continue
-            if not in_range(reading):
+            bounds = ranges.get(reading.quantity)  # none for states (status, power source)
+            if bounds is not None and not bounds[0] <= reading.value <= bounds[1]:
                 dropped["out_of_range"] += 1
                 continue
             key = reading.series

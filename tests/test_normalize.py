@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from poller.model import Location, Quantity, Reading
+from poller.model import LimitType, Location, Quantity, Reading
 from poller.profiles import ProfileSet
 from poller.snmp.evaluate import Fetched, normalize
 from poller.snmp.profile import Profile, SnmpProfile, candidates
@@ -298,6 +298,58 @@ metrics:
     assert got[("0", "")] == pytest.approx(21.8)
     assert got[("1", "")] == pytest.approx(25.0)
     assert got[("1", "high.critical")] == pytest.approx(35.0)
+
+
+# --- the compiled plan ----------------------------------------------------------------------
+
+
+def test_plan_is_compiled_once_and_reused_across_polls_with_changing_values() -> None:
+    """The compiled plan is the profile's own (shared by every target using it); each poll's
+    answer is evaluated afresh, whatever the previous polls held."""
+    text = f"""
+name: t
+metrics:
+  - quantity: temperature
+    table: {T}
+    value: 3
+    sensor: {{column: 2, format: "Probe {{value}}"}}
+    location_rules: [{{match: '(?i)inlet', location: inlet}}]
+    invalid: [-1]
+    limits:
+      high.critical: {{column: 4, invalid: [0]}}
+"""
+    loaded = profile(text)
+    assert loaded.plan is loaded.plan
+    first = Fetched(columns=columns(c2={"1": b"Inlet"}, c3={"1": 20}, c4={"1": 40}))
+    second = Fetched(columns=columns(c2={"1": b"Rear"}, c3={"1": -1, "2": 30}, c4={"1": 0}))
+    got = list(normalize(loaded, first).readings)
+    assert [(r.sensor, r.value, r.location, r.limit_type) for r in got] == [
+        ("Probe Inlet", 20.0, Location.INLET, None),
+        ("Probe Inlet", 40.0, Location.INLET, LimitType.HIGH_CRITICAL),
+    ]
+    got = list(normalize(loaded, second).readings)
+    # Row 1 is now invalid; row 2 has no name (the format applies to a value), so its index.
+    assert [(r.sensor, r.value, r.location) for r in got] == [("2", 30.0, Location.OTHER)]
+
+
+def test_location_rules_stay_right_for_more_sensor_names_than_are_remembered() -> None:
+    text = f"""
+name: t
+metrics:
+  - quantity: temperature
+    table: {T}
+    value: 3
+    sensor: {{column: 2}}
+    location_rules: [{{match: 'in$', location: inlet}}, {{match: 'out$', location: exhaust}}]
+"""
+    loaded = profile(text)
+    names = {str(i): f"probe {i} {('in', 'out', 'mid')[i % 3]}" for i in range(3000)}
+    fetched = Fetched(columns=columns(c2=names, c3=dict.fromkeys(names, 21)))
+    for _ in range(2):
+        got = normalize(loaded, fetched).readings
+        assert len(got) == 3000
+        expected = {"in": Location.INLET, "out": Location.EXHAUST, "mid": Location.OTHER}
+        assert all(r.location == expected[r.sensor.rsplit(" ", 1)[1]] for r in got)
 
 
 # --- matching -----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from poller.profiles import LoadedBase
 
 if TYPE_CHECKING:
     from poller.profiles import ProfileSet
+    from poller.snmp.evaluate import ProfilePlan
 
 SYS_DESCR = "1.3.6.1.2.1.1.1.0"
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
@@ -367,6 +368,13 @@ class Profile(LoadedBase):
         for metric in self.metrics:
             oids |= metric.scalar_oids()
         return tuple(sorted(oids, key=oid_key))
+
+    @cached_property
+    def plan(self) -> ProfilePlan:
+        """The profile compiled for evaluation, once, shared by every target using it."""
+        from poller.snmp.evaluate import ProfilePlan  # noqa: PLC0415 - evaluate imports this module
+
+        return ProfilePlan(self)
 
     @cached_property
     def column_oids(self) -> tuple[str, ...]:
