@@ -10,6 +10,7 @@ same samples as prometheus_client Metric families for embedding in another regis
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
@@ -123,6 +124,22 @@ for _name, _limit, _doc in FAMILIES.values():
 Sample = tuple[dict[str, str], float]
 # prometheus_client's own number formatting (Go-style: 1.7e+09, +Inf), so the text matches.
 _format: Callable[[float], str] = floatToGoString
+# Numbers as _format writes them: readings, limits and counts repeat from poll to poll and
+# across targets. Zero, NaN and infinities are not kept (0.0 and -0.0: one key, two texts).
+_NUMBERS: dict[float, str] = {}
+_NUMBERS_MAX = 1 << 16
+
+
+def _number(value: float) -> str:
+    got = _NUMBERS.get(value)
+    if got is not None:
+        return got
+    got = _format(value)
+    if value and math.isfinite(value):
+        if len(_NUMBERS) >= _NUMBERS_MAX:
+            _NUMBERS.clear()
+        _NUMBERS[value] = got
+    return got
 
 
 def _escape(value: str) -> str:
@@ -279,7 +296,7 @@ class _TargetText:
         self.text: dict[str, bytes] = {}
         self.prefixes: dict[_ReadingKey, tuple[_Prefix, ...]] = {}
         # The poller's own families' prefixes by (family, what tells its lines apart).
-        self.health: dict[tuple[str, object], str] = {}
+        self.health: dict[tuple[object, ...], str] = {}
 
     def reading_prefixes(self, reading: Reading, base: dict[str, str]) -> tuple[_Prefix, ...]:
         key = (
@@ -352,17 +369,13 @@ def _render_view(view: TargetView, previous: _TargetText | None) -> _TargetText:
         base = {"device": view.name, **dict(view.labels)}
         lines: dict[str, list[str]] = {}
         seen: set[str] = set()
-        numbers: dict[float, str] = {}
         for reading in data.readings:
             for family, prefix, match in rendered.reading_prefixes(reading, base):
                 if prefix in seen:
                     continue  # a device listing one sensor twice must not break the scrape
                 seen.add(prefix)
                 if match is None:
-                    value = reading.value
-                    number = numbers.get(value)
-                    if number is None:
-                        number = numbers[value] = _format(value)
+                    number = _number(reading.value)
                 else:
                     number = "1.0" if reading.state == match else "0.0"
                 lines.setdefault(family, []).append(prefix + number + "\n")
@@ -372,10 +385,12 @@ def _render_view(view: TargetView, previous: _TargetText | None) -> _TargetText:
     return rendered
 
 
-def _health_text(view: TargetView, cache: dict[tuple[str, object], str]) -> dict[str, str]:
+def _health_text(view: TargetView, cache: dict[tuple[object, ...], str]) -> dict[str, str]:
     """The same lines as _render(target_samples(view, readings=False)): the poller's own
-    families and hw_device_info, each line's 'name{labels} ' built once per target."""
-    if len(cache) > 512:  # info labels that keep changing: start again
+    families and hw_device_info. Each line's 'name{labels} ' is built once per target, and
+    families whose values rarely change (error counts, drops, profile counts) are kept whole
+    by what they show."""
+    if len(cache) > 512:  # info labels or counts that keep changing: start again
         cache.clear()
     out: dict[str, str] = {}
     proto: dict[str, str] | None = None
@@ -395,19 +410,22 @@ def _health_text(view: TargetView, cache: dict[tuple[str, object], str]) -> dict
 
     last = view.last
     if last is not None:
-        out["hwpoller_up"] = (
-            prefix("hwpoller_up", None, {}) + _format(1.0 if view.up else 0.0) + "\n"
-        )
+        up = 1.0 if view.up else 0.0
+        out["hwpoller_up"] = prefix("hwpoller_up", None, {}) + _number(up) + "\n"
         name = "hwpoller_poll_duration_seconds"
-        out[name] = prefix(name, None, {}) + _format(last.duration_seconds) + "\n"
+        out[name] = prefix(name, None, {}) + _number(last.duration_seconds) + "\n"
     name = "hwpoller_last_success_timestamp_seconds"
-    out[name] = prefix(name, None, {}) + _format(view.last_success_at) + "\n"
-    counts = dict(view.errors)
+    out[name] = prefix(name, None, {}) + _number(view.last_success_at) + "\n"
     name = "hwpoller_poll_errors_total"
-    out[name] = "".join(
-        prefix(name, reason, {"reason": reason}) + _format(counts.get(reason, 0)) + "\n"
-        for reason in REASONS
-    )
+    key: tuple[object, ...] = ("family", name, view.errors)
+    text = cache.get(key)
+    if text is None:
+        counts = dict(view.errors)
+        text = cache[key] = "".join(
+            prefix(name, reason, {"reason": reason}) + _number(counts.get(reason, 0)) + "\n"
+            for reason in REASONS
+        )
+    out[name] = text
     data = last.data if last is not None and last.success else None
     if data is None:
         return out
@@ -416,21 +434,31 @@ def _health_text(view: TargetView, cache: dict[tuple[str, object], str]) -> dict
     out[name] = prefix(name, tuple(info.values()), info, protocol=False) + "1.0\n"
     name = "hwpoller_profile_readings"
     if data.sources:
-        out[name] = "".join(
-            prefix(name, profile, {"profile": profile}, protocol=False) + _format(float(n)) + "\n"
-            for profile, n in data.sources
-        )
-    dropped = dict(data.dropped)
+        key = ("family", name, data.sources)
+        text = cache.get(key)
+        if text is None:
+            text = cache[key] = "".join(
+                prefix(name, profile, {"profile": profile}, protocol=False)
+                + _number(float(n))
+                + "\n"
+                for profile, n in data.sources
+            )
+        out[name] = text
     name = "hwpoller_readings_dropped"
-    out[name] = "".join(
-        prefix(name, reason, {"reason": reason}, protocol=False)
-        + _format(dropped.get(reason, 0))
-        + "\n"
-        for reason in DROP_REASONS
-    )
+    key = ("family", name, data.dropped)
+    text = cache.get(key)
+    if text is None:
+        dropped = dict(data.dropped)
+        text = cache[key] = "".join(
+            prefix(name, reason, {"reason": reason}, protocol=False)
+            + _number(dropped.get(reason, 0))
+            + "\n"
+            for reason in DROP_REASONS
+        )
+    out[name] = text
     name = "hwpoller_partial_failures"
     out[name] = (
-        prefix(name, None, {}, protocol=False) + _format(float(len(data.partial_errors))) + "\n"
+        prefix(name, None, {}, protocol=False) + _number(float(len(data.partial_errors))) + "\n"
     )
     return out
 

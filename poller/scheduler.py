@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -54,6 +55,28 @@ def _consume(task: asyncio.Task[Any]) -> None:
     retrieved": whoever awaited it has already reported it (or has given up on it)."""
     if not task.cancelled():
         task.exception()
+
+
+def _release(waiter: asyncio.Future[None], _: object = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _settle(task: asyncio.Task[Any], seconds: float) -> None:
+    """Wait until `task` is done or `seconds` have passed, whichever is first (what
+    asyncio.wait([task], timeout=...) does, with one future and one timer per call)."""
+    if task.done():
+        return
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    wake = functools.partial(_release, waiter)
+    task.add_done_callback(wake)
+    timer = loop.call_later(seconds, _release, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
 
 
 def backoff_delay(interval: float, failures: int, max_backoff: float) -> float:
@@ -170,7 +193,7 @@ class TargetRunner:
     async def _poll_driver(self) -> DeviceData:
         """The driver's poll in a task of its own, under the outer deadline.
 
-        A separate task, waited for with asyncio.wait rather than asyncio.timeout, because a
+        A separate task, waited for (_settle) rather than put under asyncio.timeout, because a
         driver (or the library under it) that swallows the deadline's cancellation must not
         be able to hold this loop: after CANCEL_GRACE it is left running, remembered, and
         the next poll reports a timeout until it has ended.
@@ -181,14 +204,14 @@ class TargetRunner:
         task.add_done_callback(_consume)
         self._inflight = task
         try:
-            await asyncio.wait([task], timeout=self.spec.timeout)
+            await _settle(task, self.spec.timeout)
         except asyncio.CancelledError:
             task.cancel()
             raise
         timed_out = not task.done()
         if timed_out:
             task.cancel()
-            await asyncio.wait([task], timeout=CANCEL_GRACE)
+            await _settle(task, CANCEL_GRACE)
         if task.done():
             # Only a poll still running is remembered. A finished task holds its exception,
             # whose traceback holds this frame and so this runner: keeping it would make a

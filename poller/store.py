@@ -82,11 +82,14 @@ class Store:
             if not result.success:
                 reason = result.reason if result.reason in REASONS else "internal"
                 errors = tuple((r, n + 1 if r == reason else n) for r, n in errors)
-            new = self._targets[result.target] = replace(
-                old,
-                last=result,
-                last_success_at=result.finished_at if result.success else old.last_success_at,
-                errors=errors,
+            new = self._targets[result.target] = TargetView(
+                old.name,
+                old.protocol,
+                old.labels,
+                result,
+                result.finished_at if result.success else old.last_success_at,
+                errors,
+                old.sensor_labels,
             )
         listener = self.exposition_cache
         if listener is not None:

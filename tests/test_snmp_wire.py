@@ -313,6 +313,116 @@ def test_column_walk_matches_snmpwalk(snmpd: Snmpd, budget: int) -> None:
         assert requests >= needed // budget
 
 
+# Scalars riding a walk: present, absent, table instances, and one a GETNEXT cannot settle
+# (sysORTable's column 2 read as a scalar: the OID before it is column 1, whose rows lie in
+# between), which therefore goes by GET.
+RIDERS = [
+    "1.3.6.1.2.1.1.1.0",  # sysDescr
+    "1.3.6.1.2.1.1.2.0",  # sysObjectID
+    "1.3.6.1.2.1.1.99.0",  # nothing
+    "1.3.6.1.2.1.2.2.1.2.1",  # ifDescr.1
+    "1.3.6.1.2.1.2.2.1.2.999",  # no such row
+    "1.3.6.1.2.1.1.9.1.3",  # a column itself: GETNEXT of sysORID lands on its rows
+    "1.3.6.1.2.1.33.1.2.3.0",  # upsEstimatedMinutesRemaining (snmpd's override)
+    "1.3.6.1.2.1.33.1.4.1.0",  # upsOutputSource
+]
+
+
+@pytest.mark.parametrize("budget", [50, 4])
+def test_scalars_riding_a_walk_read_what_a_get_reads_against_snmpd(
+    snmpd: Snmpd, budget: int
+) -> None:
+    columns = IF_COLUMNS + OR_COLUMNS
+    _, plain = transports(snmpd.port, V2_COMMUNITY)
+    _, riding = transports(snmpd.port, V2_COMMUNITY)
+
+    async def go() -> tuple[object, ...]:
+        try:
+            values = await plain.get_many(RIDERS)
+            rows, failed = await plain.walk_columns(columns, {}, budget, 2)
+            separate = plain.requests
+            got, got_rows, got_failed = await riding.fetch(RIDERS, columns, {}, budget, 2)
+            return values, rows, failed, separate, got, got_rows, got_failed, riding.requests
+        finally:
+            plain.close()
+            riding.close()
+
+    values, rows, failed, separate, got, got_rows, got_failed, together = asyncio.run(go())
+    assert set(values) == set(RIDERS) - {
+        "1.3.6.1.2.1.1.99.0",
+        "1.3.6.1.2.1.2.2.1.2.999",
+        "1.3.6.1.2.1.1.9.1.3",
+    }
+    assert got == values
+    assert (got_rows, got_failed) == (rows, failed)
+    if budget == 50:
+        # The probe (once per agent) and the GET of the unsettled one are extra; the GET of
+        # the others is not.
+        assert together <= separate + 1, (together, separate)
+
+
+def test_scalars_riding_a_walk_read_what_a_get_reads_against_snmpsim(snmpsim: SnmpSim) -> None:
+    path = RECORDINGS / "apc-smartups.snmprec"
+    oids = recorded_oids(path)
+    scalars = [*[o for o in oids if o.endswith(".0")][:20], "1.3.6.1.4.1.318.1.1.1.99.0"]
+    columns = ["1.3.6.1.4.1.318.1.1.1.11.1", "1.3.6.1.2.1.1.9.1.3"]
+    _, plain = transports(snmpsim.port, "apc-smartups")
+    _, riding = transports(snmpsim.port, "apc-smartups")
+
+    async def go() -> tuple[object, ...]:
+        try:
+            values = await plain.get_many(scalars)
+            rows = await plain.walk_columns(columns, {}, 50, 1)
+            got, *got_rows = await riding.fetch(scalars, columns, {}, 50, 1)
+            return values, rows, got, tuple(got_rows), riding._riding
+        finally:
+            plain.close()
+            riding.close()
+
+    values, rows, got, got_rows, rode = asyncio.run(go())
+    assert rode is True
+    assert len(values) == 20
+    assert got == values
+    assert got_rows == rows
+
+
+def test_an_agent_ignoring_non_repeaters_is_polled_without_them() -> None:
+    """An agent that repeats the non-repeaters too would scramble every column's rows if the
+    scalars rode along: the probe finds it out, and the scalars go by GET."""
+    path = RECORDINGS / "apc-smartups.snmprec"
+    from poller.simulator.replay import Recording
+
+    replay = ReplayResponder({"public": Recording.load(path, "public")})
+    peer = Responder().start()
+
+    def answer(data: bytes) -> list[bytes]:
+        got = replay.answer(ignoring_non_repeaters(data))
+        return [got] if got else []
+
+    peer.answer = answer
+    profiles = load_profiles()
+    try:
+
+        async def go() -> tuple[object, object, int]:
+            config = snmp_config(peer.port, "public", profile="apc-ups")
+            spec = PollSpec.from_config(config, config.targets[0])
+            driver = SnmpDriver(spec, DriverContext(profiles))
+            try:
+                first = await driver.poll()
+                second = await driver.poll()
+                return first, second, driver.requests_last_poll or 0
+            finally:
+                await driver.close()
+
+        first, second, pdus = asyncio.run(go())
+    finally:
+        peer.stop()
+    expected = reference_poll(path, profiles)
+    assert first == expected
+    assert second == expected
+    assert pdus == 3  # a GET and two GETBULKs, as before riding
+
+
 # --- whole polls: the wire path against the gufo-snmp path -------------------------------
 
 
@@ -418,12 +528,25 @@ def test_too_big_bulk_answers_shrink_the_request_and_lose_nothing() -> None:
     assert second == expected
 
 
+def ignoring_non_repeaters(data: bytes) -> bytes:
+    """The request as an agent that ignores GETBULK's non-repeaters reads it."""
+    message, _ = decoder.decode(data, asn1Spec=V2C.Message())
+    pdu = V2C.apiMessage.get_pdu(message)
+    if not pdu.isSameTypeWith(V2C.GetBulkRequestPDU()):
+        return data
+    V2C.apiBulkPDU.set_non_repeaters(pdu, 0)
+    return bytes(encoder.encode(message))
+
+
+@pytest.mark.parametrize("rides", [True, False], ids=["scalars-ride", "agent-ignores-riders"])
 def test_an_agent_failing_a_whole_get_over_one_object_loses_only_that_object(
-    tmp_path: Path,
+    tmp_path: Path, rides: bool
 ) -> None:
     """SNMPv1 habits on a v2c agent: a GET naming one object the agent lacks answers
-    noSuchName with its error-index, no values. The others are asked again without it,
-    and the next poll does not ask for it at all."""
+    noSuchName with its error-index, no values. Scalars riding a GETBULK as non-repeaters
+    never meet it (a GETNEXT answers the next object). Where they cannot ride (an agent that
+    ignores non-repeaters), the others are asked again without it, and the next poll does
+    not ask for it at all."""
     from poller.simulator.replay import Recording
 
     lacking = "1.3.6.1.4.1.318.1.1.1.2.2.2.0"  # upsAdvBatteryTemperature
@@ -435,6 +558,8 @@ def test_an_agent_failing_a_whole_get_over_one_object_loses_only_that_object(
     refused: list[str] = []
 
     def answer(data: bytes) -> list[bytes]:
+        if not rides:
+            data = ignoring_non_repeaters(data)
         message, _ = decoder.decode(data, asn1Spec=V2C.Message())
         pdu = V2C.apiMessage.get_pdu(message)
         if pdu.isSameTypeWith(V2C.GetRequestPDU()):
@@ -471,7 +596,7 @@ def test_an_agent_failing_a_whole_get_over_one_object_loses_only_that_object(
     finally:
         peer.stop()
     expected = reference_poll(path, profiles)
-    assert refused == [lacking]
+    assert refused == ([] if rides else [lacking])
     assert again == 0
     assert first == expected
     assert second == expected

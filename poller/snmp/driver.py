@@ -68,6 +68,7 @@ class SnmpDriver:
         self.detection_requests = 0
         self.requests_last_poll: int | None = None
         self._plan: _Plan | None = None
+        self._columns: list[str] = []  # the plan's columns, in OID order
         # Largest GETBULK a walk sized from last poll's rows may ask for: the target's own
         # max_repetitions when it sets one (fragile cards), otherwise BULK_CAP.
         self._bulk_cap = (
@@ -141,6 +142,7 @@ class SnmpDriver:
         applied = self._applied
         if self._plan is None:
             self._plan = _Plan.of(applied)
+            self._columns = self._plan.columns
         plan = self._plan
         oids = list(plan.scalars)
         detected = self._spec.profile is None
@@ -170,32 +172,12 @@ class SnmpDriver:
     async def _fetch_together(
         self, transport: WireTransport, oids: list[str], plan: _Plan
     ) -> Fetched:
-        """Scalars in one GET (or as few as the agent allows) and every needed column of
-        every table walked together; with max_inflight above 1 the GET goes beside the
-        walk's first GETBULK, which then has the other max_inflight - 1 in flight."""
-        columns = plan.columns
-        inflight = self._options.max_inflight
-        if not columns:
-            return Fetched(scalars=await transport.get_many(oids) if oids else {})
-        known, cap = self._column_rows, self._bulk_cap
-        scalars: dict[str, RawValue] = {}
-        if not oids:
-            rows, failed = await transport.walk_columns(columns, known, cap, inflight)
-        elif inflight > 1:
-            # Both run to the end (no stray task left behind), then the GET's error first.
-            got, walked = await asyncio.gather(
-                transport.get_many(oids),
-                transport.walk_columns(columns, known, cap, inflight - 1),
-                return_exceptions=True,
-            )
-            if isinstance(got, BaseException):
-                raise got
-            if isinstance(walked, BaseException):
-                raise walked
-            scalars, (rows, failed) = got, walked
-        else:
-            scalars = await transport.get_many(oids)
-            rows, failed = await transport.walk_columns(columns, known, cap, 1)
+        """Scalars and every needed column of every table together: the scalars ride the
+        walk's GETBULKs where the agent allows (else a GET beside the first GETBULK, with
+        max_inflight above 1), the columns as many per GETBULK as fit."""
+        scalars, rows, failed = await transport.fetch(
+            oids, self._columns, self._column_rows, self._bulk_cap, self._options.max_inflight
+        )
         for column, got in rows.items():
             self._column_rows[column] = len(got)
         return Fetched(scalars=scalars, columns=rows, failed=failed)

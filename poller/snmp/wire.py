@@ -162,6 +162,45 @@ class _Column:
         self.need = first_need if expected is None else expected + 1
 
 
+class _Riders:
+    """Scalars asked as the non-repeaters of a walk's GETBULK, so that they cost no GET of
+    their own. Each is a GETNEXT of the OID just before it (x for x.0, x.4 for x.5): the
+    answer is the scalar itself when the agent has it, and an OID after it when not. An
+    answer before it (x.4.1 for x.5) settles nothing: that scalar is asked with a GET."""
+
+    __slots__ = ("asks", "done", "names", "oids", "values")
+
+    def __init__(self, oids: tuple[str, ...], asks: bytes, names: list[bytes]) -> None:
+        self.oids = oids
+        self.asks = asks  # the varbinds asking for them
+        self.names = names  # each scalar's own OID, as the answer names it
+        self.done = [False] * len(oids)
+        self.values: dict[str, RawValue] = {}
+
+    def settle(self, answer: Sequence[Varbind]) -> None:
+        """Take the non-repeaters' answers (the first len(oids) varbinds)."""
+        for position, (name, tag, value) in enumerate(answer[: len(self.oids)]):
+            expected = self.names[position]
+            if name == expected:
+                if tag != TAG_END_OF_MIB_VIEW and value is not None:
+                    self.values[self.oids[position]] = value
+                self.done[position] = True
+            elif tag == TAG_END_OF_MIB_VIEW or _arcs_after(name, expected):
+                self.done[position] = True  # nothing at that OID: absent, as a GET says
+
+    @property
+    def left(self) -> list[str]:
+        """The scalars no answer settled (the GETBULK failed, or the answer was short)."""
+        return [oid for oid, done in zip(self.oids, self.done, strict=True) if not done]
+
+
+def _before(oid: str) -> str:
+    """The OID whose GETNEXT answers `oid` when the agent has it: x for x.0, x.4 for x.5."""
+    head, _, last = oid.rpartition(".")
+    number = int(last)
+    return head if number == 0 else f"{head}.{number - 1}"
+
+
 class WireTransport:
     """SnmpTransport for SNMPv2c: one non-blocking UDP socket per target, requests matched
     to answers by request-id, so `lane` is the transport itself."""
@@ -198,6 +237,9 @@ class WireTransport:
         # OIDs a v1-style agent failed a whole GET over (error-index): asked no more.
         self._refused: set[str] = set()
         self._requests: dict[tuple[str, ...], tuple[bytes, list[bytes]]] = {}  # GET chunks
+        self._riders: dict[tuple[str, ...], tuple[bytes, list[bytes]]] = {}  # the same, riding
+        # Whether the agent honours GETBULK's non-repeaters (asked once): None until known.
+        self._riding: bool | None = None
         self.requests = 0  # PDUs sent (retries included)
 
     # --- the socket ------------------------------------------------------------------
@@ -439,6 +481,74 @@ class WireTransport:
 
     # --- the column walker -----------------------------------------------------------
 
+    async def fetch(
+        self,
+        scalars: Sequence[str],
+        columns: Sequence[str],
+        expected: Mapping[str, int],
+        budget: int,
+        inflight: int,
+    ) -> tuple[dict[str, RawValue], dict[str, dict[str, RawValue]], dict[str, str]]:
+        """One poll's scalars and columns in the fewest PDUs: the scalars ride the walk's
+        GETBULKs as non-repeaters (up to half of `budget`) when the agent honours them, the
+        rest go in a GET beside the walk (with max_inflight above 1) or before it. Returns
+        scalars by OID, then what walk_columns returns."""
+        wanted = [o for o in scalars if o not in self._refused] if self._refused else scalars
+        if not columns:
+            return (await self.get_many(wanted) if wanted else {}), {}, {}
+        riders: _Riders | None = None
+        if wanted and await self._rides():
+            room = self._budget(budget) // 2  # at most half of each answer
+            if room:
+                riders = self._riding_set(tuple(wanted[:room]))
+                wanted = wanted[len(riders.oids) :]
+        values: dict[str, RawValue] = {}
+        if wanted and inflight > 1:
+            # Both run to the end (no stray task left behind), then the GET's error first.
+            got, walked = await asyncio.gather(
+                self.get_many(wanted),
+                self._walk(columns, expected, budget, inflight - 1, riders),
+                return_exceptions=True,
+            )
+            if isinstance(got, BaseException):
+                raise got
+            if isinstance(walked, BaseException):
+                raise walked
+            values = got
+        else:
+            if wanted:
+                values = await self.get_many(wanted)
+            walked = await self._walk(columns, expected, budget, inflight, riders)
+        if riders is not None:
+            values.update(riders.values)
+            left = riders.left
+            if left:
+                values.update(await self.get_many(left))
+        return values, *walked
+
+    async def _rides(self) -> bool:
+        """Whether the agent honours GETBULK's non-repeaters, asked once: one non-repeater
+        and one repeater of two repetitions answer three varbinds (an agent that repeats
+        the non-repeater too answers four, and would scramble the columns' rows)."""
+        if self._riding is None:
+            system = contents("1.3.6.1.2.1.1")
+            _, status, _, answer = await self._exchange(
+                GETBULK, 1, 2, null_varbinds([system, system])
+            )
+            if status == AUTHORIZATION_ERROR:
+                raise AuthError("the agent refused the request (authorizationError)")
+            self._riding = status == 0 and len(answer) == 3
+        return self._riding
+
+    def _riding_set(self, oids: tuple[str, ...]) -> _Riders:
+        cached = self._riders.get(oids)
+        if cached is None:
+            if len(self._riders) >= 64:
+                self._riders.clear()
+            asks = null_varbinds([contents(_before(o)) for o in oids])
+            cached = self._riders[oids] = (asks, [contents(o) for o in oids])
+        return _Riders(oids, *cached)
+
     async def walk_columns(
         self,
         columns: Sequence[str],
@@ -451,6 +561,16 @@ class WireTransport:
         poll), up to `inflight` GETBULKs at once. Returns rows by column and index, and why
         each failed column failed. Two timeouts with no answer between mean the device is
         gone: DeviceTimeoutError."""
+        return await self._walk(columns, expected, budget, inflight, None)
+
+    async def _walk(
+        self,
+        columns: Sequence[str],
+        expected: Mapping[str, int],
+        budget: int,
+        inflight: int,
+        riders: _Riders | None,
+    ) -> tuple[dict[str, dict[str, RawValue]], dict[str, str]]:
         first = max(1, self._max_repetitions)
         states = [_Column(c, contents(c), expected.get(c), first) for c in columns]
         ready = states
@@ -458,17 +578,26 @@ class WireTransport:
         lanes = max(1, inflight)
         while ready:
             batches = self._pack(ready, budget)
+            carrier = -1  # the batch the riders go with: the one with most room
+            if riders is not None:
+                carrier = self._carrier(batches, len(riders.oids), budget)
+                if carrier < 0:
+                    batches, carrier = self._pack(ready, budget, len(riders.oids)), 0
             for start in range(0, len(batches), lanes):
                 group = batches[start : start + lanes]
                 if len(group) == 1:
                     try:
-                        await self._round(*group[0])
+                        await self._round(*group[0], riders if start == carrier else None)
                         results: list[BaseException | None] = [None]
                     except DeviceError as exc:
                         results = [exc]
                 else:
                     results = await asyncio.gather(
-                        *(self._round(*b) for b in group), return_exceptions=True
+                        *(
+                            self._round(b, reps, riders if start + k == carrier else None)
+                            for k, (b, reps) in enumerate(group)
+                        ),
+                        return_exceptions=True,
                     )
                 for (batch, _), result in zip(group, results, strict=True):
                     if result is None:
@@ -484,34 +613,64 @@ class WireTransport:
                         if not column.done and column.error is None:
                             column.error = str(result)
             ready = [c for c in states if not c.done and c.error is None]
+            riders = None  # only the first round's GETBULKs carry them
         rows = {c.oid: c.rows for c in states if c.error is None}
         failed = {c.oid: f"walk {c.oid}: {c.error}" for c in states if c.error is not None}
         return rows, failed
 
-    def _pack(self, ready: list[_Column], budget: int) -> list[tuple[list[_Column], int]]:
-        """Batches of (columns, repetitions): the columns wanting most rows first, each batch
-        as many columns as `budget` varbinds hold at the repetitions its first one needs."""
+    def _budget(self, budget: int) -> int:
+        """Varbinds per answer: the caller's budget, or less once the agent said tooBig."""
         if self._bulk_limit is not None:
             budget = min(budget, self._bulk_limit)
-        budget = max(1, budget)
+        return max(1, budget)
+
+    def _pack(
+        self, ready: list[_Column], budget: int, reserve: int = 0
+    ) -> list[tuple[list[_Column], int]]:
+        """Batches of (columns, repetitions): the columns wanting most rows first, each batch
+        as many columns as `budget` varbinds hold at the repetitions its first one needs
+        (the first batch `reserve` fewer, for riding scalars)."""
+        budget = self._budget(budget)
+        room = max(1, budget - reserve)
         order = sorted(ready, key=lambda c: c.need, reverse=True)
         out = []
         while order:
-            reps = max(1, min(order[0].need, budget))
-            width = max(1, budget // reps)
+            reps = max(1, min(order[0].need, room))
+            width = max(1, room // reps)
             out.append((order[:width], reps))
             del order[:width]
+            room = budget
         return out
 
-    async def _round(self, batch: list[_Column], reps: int) -> None:
-        """One GETBULK of the batch's next rows; files them, marks ended columns done."""
+    def _carrier(self, batches: list[tuple[list[_Column], int]], riders: int, budget: int) -> int:
+        """The batch with most room, if `riders` more varbinds fit in its answer; else -1."""
+        sizes = [len(batch) * reps for batch, reps in batches]
+        smallest = min(range(len(sizes)), key=sizes.__getitem__)
+        return smallest if sizes[smallest] + riders <= self._budget(budget) else -1
+
+    async def _round(self, batch: list[_Column], reps: int, riders: _Riders | None = None) -> None:
+        """One GETBULK of the batch's next rows (after the riding scalars, if given); files
+        them, marks ended columns done."""
+        answer: list[Varbind] = []
+        riding = 0
         while True:
             asks = _asks([c.last for c in batch])
-            _, status, index, answer = await self._exchange(GETBULK, 0, reps, asks)
+            riding = len(riders.oids) if riders is not None else 0
+            if riders is not None:
+                asks = riders.asks + asks
+            _, status, index, answer = await self._exchange(GETBULK, riding, reps, asks)
             if status == 0:
                 break
             if status == AUTHORIZATION_ERROR:
                 raise AuthError("the agent refused the request (authorizationError)")
+            if riders is not None:
+                # Whatever went wrong, the scalars go in a GET after the walk (which knows
+                # tooBig and objects an agent refuses); the columns are asked again alone.
+                if status == TOO_BIG:
+                    size = riding + len(batch) * reps
+                    self._bulk_limit = max(1, min(self._bulk_limit or size, size // 2))
+                riders = None
+                continue
             if status == TOO_BIG:
                 size = len(batch) * reps
                 self._bulk_limit = max(1, min(self._bulk_limit or size, size // 2))
@@ -529,6 +688,16 @@ class WireTransport:
                 batch = batch[: index - 1] + batch[index:]
                 continue
             raise ProtocolError(f"the agent answered a GETBULK with {_status(status)}")
+        if riders is not None:
+            riders.settle(answer)
+            if not riding + len(batch) <= len(answer) <= riding + len(batch) * reps:
+                # Not one row per column after the scalars, or more than asked for: the
+                # agent does not lay out non-repeaters as RFC 3416 says. No more riding;
+                # the columns are asked again alone.
+                self._riding = False
+                await self._round(batch, reps)
+                return
+            answer = answer[riding:]
         _file(batch, reps, answer)
 
 
