@@ -108,13 +108,14 @@ async def serve(
     await scheduler.start()
     server.start()
     await receiver.start(config)
+    loop = asyncio.get_running_loop()
     log.info(
-        "hwpoller %s polling %d targets, serving http://%s/metrics",
+        "hwpoller %s polling %d targets, serving http://%s/metrics (event loop: %s)",
         __version__,
         len(config.targets),
         address,
+        type(loop).__module__.partition(".")[0],
     )
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
     # One reload at a time: SIGHUPs sent in a burst apply in order, never interleaved.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from poller.model import LOCATED, HwType, LimitType, Location, Quantity, Reading, State
 from poller.redfish.profile import LoadedRedfishProfile
@@ -414,5 +414,5 @@ def disambiguate(per_chassis: Sequence[tuple[str, list[Reading]]]) -> list[Readi
     for chassis_id, readings in per_chassis:
         for r in readings:
             shared = len(owners[(r.quantity.value, r.sensor)]) > 1
-            out.append(replace(r, sensor=f"{chassis_id}/{r.sensor}") if shared else r)
+            out.append(r._replace(sensor=f"{chassis_id}/{r.sensor}") if shared else r)
     return out

@@ -9,7 +9,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from poller.model import (
@@ -330,7 +330,7 @@ class _MetricPlan:
         result: list[Reading] = []
         for (index, start), end in zip(starts, ends, strict=True):
             result.extend(
-                replace(r, sensor=f"{r.sensor} ({index})") if counts[r.sensor] > 1 else r
+                r._replace(sensor=f"{r.sensor} ({index})") if counts[r.sensor] > 1 else r
                 for r in out[start:end]
             )
         return result, None

@@ -709,46 +709,42 @@ def _file(batch: list[_Column], reps: int, answer: list[Varbind]) -> None:
         for column in batch:
             column.done = True
         return
-    ended = [False] * width
-    before = [c.last for c in batch]
-    for position, (name, tag, value) in enumerate(answer):
-        slot = position % width
-        if ended[slot]:
-            continue
-        column = batch[slot]
-        if tag == TAG_END_OF_MIB_VIEW:
-            ended[slot] = column.done = True
-            continue
-        last = column.last
-        if not (name > last or _arcs_after(name, last)):
-            # A GETNEXT step answered with the OID asked, or one before it: the walk would
-            # never end (firmware bugs do this). Bytes order is OID order except where arcs
-            # of different encoded lengths meet (16384 is 81 80 00, 16383 is ff 7f), so
-            # bytes that say "not after" are checked by arcs; bytes that wrongly say
-            # "after" cannot make a walk endless: a row seen twice ends it.
-            ended[slot] = True
-            column.error = f"agent returned {_shown(name)} after {_shown(last)}: walk stuck"
-            continue
-        if not name.startswith(column.prefix):  # (after `last`, so never the column itself)
-            ended[slot] = column.done = True  # past the column: its end
-            continue
-        rows = column.rows
-        try:
-            key = _index(name[column.cut :])
-        except MalformedError as exc:
-            ended[slot] = True
-            column.error = f"undecodable row index: {exc}"
-            continue
-        if key in rows:
-            ended[slot] = True
-            column.error = f"agent returned {_shown(name)} twice: walk stuck"
-            continue
-        rows[key] = value
-        column.last = name
-        if len(rows) > MAX_TABLE_ROWS:
-            ended[slot] = True
-            column.error = f"table column {column.oid} has more than {MAX_TABLE_ROWS} rows"
+    indexes = _INDEXES
     for slot, column in enumerate(batch):
-        if not column.done and column.error is None and column.last is not before[slot]:
+        before = last = column.last
+        prefix, cut, rows = column.prefix, column.cut, column.rows
+        for name, tag, value in answer[slot::width]:
+            if tag == TAG_END_OF_MIB_VIEW:
+                column.done = True
+                break
+            if not (name > last or _arcs_after(name, last)):
+                # A GETNEXT step answered with the OID asked, or one before it: the walk
+                # would never end (firmware bugs do this). Bytes order is OID order except
+                # where arcs of different encoded lengths meet (16384 is 81 80 00, 16383 is
+                # ff 7f), so bytes that say "not after" are checked by arcs; bytes that
+                # wrongly say "after" cannot make a walk endless: a row seen twice ends it.
+                column.error = f"agent returned {_shown(name)} after {_shown(last)}: walk stuck"
+                break
+            if not name.startswith(prefix):  # (after `last`, so never the column itself)
+                column.done = True  # past the column: its end
+                break
+            suffix = name[cut:]
+            key = indexes.get(suffix)
+            if key is None:
+                try:
+                    key = _index(suffix)
+                except MalformedError as exc:
+                    column.error = f"undecodable row index: {exc}"
+                    break
+            if key in rows:
+                column.error = f"agent returned {_shown(name)} twice: walk stuck"
+                break
+            rows[key] = value
+            last = name
+            if len(rows) > MAX_TABLE_ROWS:
+                column.error = f"table column {column.oid} has more than {MAX_TABLE_ROWS} rows"
+                break
+        column.last = last
+        if not column.done and column.error is None and last is not before:
             # More rows than last poll: ask for twice as many next time.
             column.need = max(2 * reps, 2)

@@ -7,7 +7,8 @@ generated from what hwpoller's detected profiles read: the same scalars as GETs 
 table entries as walks, every value a metric. Rounds alternate A/B so machine drift cancels.
 
   A: hwpoller polls the target back to back through the scheduler's poll path and renders
-     the target's exposition after each poll (what a scrape needs); CPU is this process's.
+     the target's exposition after each poll (what a scrape needs), on the event loop
+     `hwpoller run` uses (uvloop unless --event-loop asyncio); CPU is this process's.
   B: snmp_exporter is scraped back to back (/snmp?target=...&module=...); CPU is the
      exporter process's (/proc/PID/stat).
 
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from poller import loop as event_loop
 from poller.driver import DriverContext, PollSpec
 from poller.exporter import exposition
 from poller.profiles import load_profiles
@@ -173,7 +175,7 @@ def exporter_round(url: str, pid: int, polls: int) -> tuple[float, float]:
     return proc_cpu(pid) - cpu0, time.perf_counter() - wall0
 
 
-def bench(name: str, rounds: int, polls: int) -> None:
+def bench(name: str, rounds: int, polls: int, loop: str = event_loop.DEFAULT) -> None:
     """Run the A/B rounds for one recording and print the table."""
     path = RECORDINGS / f"{name}.snmprec"
     exporter_bin = shutil.which("prometheus-snmp-exporter")
@@ -188,8 +190,8 @@ def bench(name: str, rounds: int, polls: int) -> None:
         store = Store()
         store.register(target.name, target.protocol, target.labels)
         runner = TargetRunner(spec, dict(target.labels), driver, store, 0, 0)
-        asyncio.run(runner.poll_once())  # detection
-        asyncio.run(runner.poll_once())  # learn table sizes
+        event_loop.run(runner.poll_once(), loop)  # detection
+        event_loop.run(runner.poll_once(), loop)  # learn table sizes
         plan = _Plan.of(driver.applied)
         module = exporter_module(plan, name, recording_types(path))
         with tempfile.TemporaryDirectory(prefix="hwpoller-bench-") as tmp:
@@ -215,14 +217,15 @@ def bench(name: str, rounds: int, polls: int) -> None:
                 a, b = Side(), Side()
                 readings = len(store.get(target.name).last.data.readings)  # type: ignore[union-attr]
                 print(
-                    f"\n{name}: hwpoller profiles {[p.name for p in driver.applied]}, "
+                    f"\n{name} (event loop {loop}): hwpoller profiles "
+                    f"{[p.name for p in driver.applied]}, "
                     f"{readings} readings; snmp_exporter module: {len(module['get'])} gets, "
                     f"{len(module['walk'])} walks, {len(module['metrics'])} metrics"
                 )
                 alternate(
                     rounds,
                     polls,
-                    (a, lambda: asyncio.run(hwpoller_round(runner, store, polls))),
+                    (a, lambda: event_loop.run(hwpoller_round(runner, store, polls), loop)),
                     (b, lambda: exporter_round(url, exporter.pid, polls)),
                 )
             finally:
@@ -247,9 +250,10 @@ def main() -> int:
     parser.add_argument("--recording", nargs="*", default=DEFAULT)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--polls", type=int, default=200, help="polls per side per round")
+    parser.add_argument("--event-loop", default=event_loop.DEFAULT, choices=event_loop.EVENT_LOOPS)
     args = parser.parse_args()
     for name in args.recording:
-        bench(name, args.rounds, args.polls)
+        bench(name, args.rounds, args.polls, args.event_loop)
     return 0
 
 
