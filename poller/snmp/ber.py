@@ -148,13 +148,21 @@ def null_varbinds(names: list[bytes]) -> bytes:
     return b"".join(tlv(0x30, tlv(0x06, name) + b"\x05\x00") for name in names)
 
 
+# INTEGERs 0-255 encoded (versions, error-status and -index, non-repeaters, repetitions).
+_SMALL = tuple(ber_integer(n) for n in range(256))
+
+
 def request(
     version: int, community: bytes, pdu_type: int, request_id: int, a: int, b: int, vbl: bytes
 ) -> bytes:
     """A request datagram; `a`, `b` are error-status and error-index (0, 0) or, for a
     GETBULK, non-repeaters and max-repetitions; `vbl` the varbind list's contents."""
-    pdu = ber_integer(request_id) + ber_integer(a) + ber_integer(b) + tlv(0x30, vbl)
-    return tlv(0x30, ber_integer(version) + tlv(0x04, community) + tlv(pdu_type, pdu))
+    small = _SMALL
+    fields = small[a] if 0 <= a < 256 else ber_integer(a)
+    fields += small[b] if 0 <= b < 256 else ber_integer(b)
+    pdu = ber_integer(request_id) + fields + tlv(0x30, vbl)
+    head = small[version] if 0 <= version < 256 else ber_integer(version)
+    return tlv(0x30, head + tlv(0x04, community) + tlv(pdu_type, pdu))
 
 
 def oid_text(contents: bytes) -> str:

@@ -15,6 +15,7 @@ repeats a row, or a table longer than MAX_TABLE_ROWS, fails that column only.
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import socket
 from collections.abc import Mapping, Sequence
@@ -145,21 +146,28 @@ def _expire(waiter: asyncio.Future[Answer]) -> None:
 
 
 class _Column:
-    """One column of a column walk: where it is, what it read."""
+    """One column of a column walk: where it is, what it read. Kept from poll to poll (the
+    transport's walk of the same columns), started afresh by `start`."""
 
-    __slots__ = ("cut", "done", "error", "expected", "last", "need", "oid", "prefix", "rows")
+    __slots__ = ("cut", "done", "error", "last", "need", "oid", "prefix", "rows")
 
-    def __init__(self, oid: str, prefix: bytes, expected: int | None, first_need: int) -> None:
+    def __init__(self, oid: str, prefix: bytes) -> None:
         self.oid = oid
         self.prefix = prefix
         self.cut = len(prefix)
-        self.last = prefix  # the next GETBULK asks for what follows this
+        self.start(None, 1)
+
+    def start(self, expected: int | None, first_need: int) -> None:
+        """Ready for a walk from the column's start; `expected`: its rows at the last poll."""
+        self.last = self.prefix  # the next GETBULK asks for what follows this
         self.rows: dict[str, RawValue] = {}
         self.done = False
         self.error: str | None = None
-        self.expected = expected
         # Varbinds wanted from the next answer: last poll's rows and one to see the end.
         self.need = first_need if expected is None else expected + 1
+
+
+_NEED = operator.attrgetter("need")
 
 
 class _Riders:
@@ -240,6 +248,8 @@ class WireTransport:
         self._riders: dict[tuple[str, ...], tuple[bytes, list[bytes]]] = {}  # the same, riding
         # Whether the agent honours GETBULK's non-repeaters (asked once): None until known.
         self._riding: bool | None = None
+        # The last column walk's columns and their state objects, reused by the next.
+        self._kept: tuple[tuple[str, ...], list[_Column]] | None = None
         self.requests = 0  # PDUs sent (retries included)
 
     # --- the socket ------------------------------------------------------------------
@@ -563,6 +573,15 @@ class WireTransport:
         gone: DeviceTimeoutError."""
         return await self._walk(columns, expected, budget, inflight, None)
 
+    def _states(self, columns: Sequence[str]) -> list[_Column]:
+        """The columns' walk state, kept while the same columns are walked (a target's
+        plan), so that a poll does not encode their OIDs again."""
+        kept = self._kept
+        if kept is not None and kept[0] == tuple(columns):
+            self._kept = None  # in use: a walk beside this one gets its own
+            return kept[1]
+        return [_Column(c, contents(c)) for c in columns]
+
     async def _walk(
         self,
         columns: Sequence[str],
@@ -572,7 +591,9 @@ class WireTransport:
         riders: _Riders | None,
     ) -> tuple[dict[str, dict[str, RawValue]], dict[str, str]]:
         first = max(1, self._max_repetitions)
-        states = [_Column(c, contents(c), expected.get(c), first) for c in columns]
+        states = self._states(columns)
+        for state in states:
+            state.start(expected.get(state.oid), first)
         ready = states
         timeouts = 0
         lanes = max(1, inflight)
@@ -616,6 +637,7 @@ class WireTransport:
             riders = None  # only the first round's GETBULKs carry them
         rows = {c.oid: c.rows for c in states if c.error is None}
         failed = {c.oid: f"walk {c.oid}: {c.error}" for c in states if c.error is not None}
+        self._kept = (tuple(columns), states)
         return rows, failed
 
     def _budget(self, budget: int) -> int:
@@ -632,7 +654,7 @@ class WireTransport:
         (the first batch `reserve` fewer, for riding scalars)."""
         budget = self._budget(budget)
         room = max(1, budget - reserve)
-        order = sorted(ready, key=lambda c: c.need, reverse=True)
+        order = sorted(ready, key=_NEED, reverse=True)
         out = []
         while order:
             reps = max(1, min(order[0].need, room))
@@ -741,10 +763,9 @@ def _file(batch: list[_Column], reps: int, answer: list[Varbind]) -> None:
                 break
             rows[key] = value
             last = name
-            if len(rows) > MAX_TABLE_ROWS:
-                column.error = f"table column {column.oid} has more than {MAX_TABLE_ROWS} rows"
-                break
         column.last = last
+        if len(rows) > MAX_TABLE_ROWS:  # (an answer adds at most a budget's varbinds)
+            column.error = f"table column {column.oid} has more than {MAX_TABLE_ROWS} rows"
         if not column.done and column.error is None and last is not before:
             # More rows than last poll: ask for twice as many next time.
             column.need = max(2 * reps, 2)
