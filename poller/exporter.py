@@ -10,6 +10,7 @@ same samples as prometheus_client Metric families for embedding in another regis
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -366,18 +367,22 @@ def _render_view(view: TargetView, previous: _TargetText | None) -> _TargetText:
     data = view.last.data if view.last is not None and view.last.success else None
     text = _health_text(view, rendered.health)
     if data is not None:
-        base = {"device": view.name, **dict(view.labels)}
+        base: dict[str, str] | None = None
+        prefixes = rendered.prefixes
         lines: dict[str, list[str]] = {}
         seen: set[str] = set()
         for reading in data.readings:
-            for family, prefix, match in rendered.reading_prefixes(reading, base):
+            quantity, sensor, value, location, limit_type, state, hw_type = reading
+            found = prefixes.get((quantity, sensor, location, limit_type, hw_type))
+            if found is None:
+                if base is None:
+                    base = {"device": view.name, **dict(view.labels)}
+                found = rendered.reading_prefixes(reading, base)
+            for family, prefix, match in found:
                 if prefix in seen:
                     continue  # a device listing one sensor twice must not break the scrape
                 seen.add(prefix)
-                if match is None:
-                    number = _number(reading.value)
-                else:
-                    number = "1.0" if reading.state == match else "0.0"
+                number = _number(value) if match is None else "1.0" if state == match else "0.0"
                 lines.setdefault(family, []).append(prefix + number + "\n")
         for family, entries in lines.items():
             text[family] = text.get(family, "") + "".join(entries)
@@ -508,6 +513,12 @@ def _header(name: str, documentation: str, typ: str) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {typ}\n"
 
 
+@functools.cache
+def _header_bytes(name: str, documentation: str, typ: str) -> bytes:
+    """A family's HELP and TYPE lines, encoded (families are a fixed set)."""
+    return _header(name, documentation, typ).encode()
+
+
 def attach(store: Store) -> None:
     """Render each target's text when its poll is recorded rather than at the next scrape:
     a scrape of 100,000 samples then costs about the same whatever was polled since."""
@@ -519,14 +530,14 @@ def exposition(store: Store, extra: Iterable[Collector] = ()) -> bytes:
     fragments = _cache_for(store).fragments(store.snapshot())
     # Joined as bytes, once: the page of a big site is tens of MB, and every extra copy of it
     # (str, then its encoding) would be that much more peak memory per scrape.
-    parts = [_header("hwpoller_build_info", "hwpoller version.", "gauge").encode()]
+    parts = [_header_bytes("hwpoller_build_info", "hwpoller version.", "gauge")]
     parts.append(_line("hwpoller_build_info", {"version": __version__}, 1.0).encode())
     for name, documentation, typ in HEALTH:
-        parts.append(_header(name, documentation, typ).encode())
+        parts.append(_header_bytes(name, documentation, typ))
         parts.extend(f.get(name, b"") for f in fragments)
     readings = sorted({n for f in fragments for n in f if n not in _HEALTH_NAMES})
     for name in readings:
-        parts.append(_header(name, _READING_HELP[name], "gauge").encode())
+        parts.append(_header_bytes(name, _READING_HELP[name], "gauge"))
         parts.extend(f.get(name, b"") for f in fragments)
     extra = list(extra)
     if extra:

@@ -366,14 +366,20 @@ class _MetricPlan:
                     )
                 ]
             value = number(mapped)
+            if value is None:
+                return []
+            if not self.limits:
+                return [Reading(quantity, sensor, value, location, hw_type=self.hw_type)]
+            factor, unit = self._conversion(cols, scalars, index)
         else:
-            value = self._scaled(cols, scalars, index, raw, scale)
-        if value is None:
-            return []
+            factor, unit = self._conversion(cols, scalars, index)
+            value = self._scaled(raw, scale, factor, unit)
+            if value is None:
+                return []
         out = [Reading(quantity, sensor, value, location, hw_type=self.hw_type)]
         for limit_type, (const, getter), limit_scale in self.limits:
             limit_raw = const if getter is None else getter(cols, scalars, index)
-            limit = self._scaled(cols, scalars, index, limit_raw, limit_scale)
+            limit = self._scaled(limit_raw, limit_scale, factor, unit)
             if limit is not None:
                 out.append(Reading(quantity, sensor, limit, location, limit_type=limit_type))
         return out
@@ -402,27 +408,43 @@ class _MetricPlan:
             memo[sensor] = found
         return found
 
-    def _scaled(
-        self, cols: Columns, scalars: Scalars, index: str, raw: RawValue, scale: float
-    ) -> float | None:
-        """Apply invalid sentinels, scale, per-row factors, offset and unit conversion."""
-        if self.invalid and text(raw) in self.invalid:
-            return None
-        value = float(raw) if type(raw) is int else number(raw)
-        if value is None:
-            return None
-        factor = 1.0
+    def _conversion(
+        self, cols: Columns, scalars: Scalars, index: str
+    ) -> tuple[float | None, str | None]:
+        """A row's factor (the product of its multipliers over its divisors; None if one is
+        unknown or a divisor 0) and unit name (None: the metric names no unit), shared by
+        its value and its limits."""
+        if not self.factors and self.unit is None:
+            return 1.0, None
+        factor: float | None = 1.0
+        product = 1.0
         for (const, getter), divide in self.factors:
             by = number(const if getter is None else getter(cols, scalars, index))
             if by is None or (divide and by == 0):
-                return None
-            factor = factor / by if divide else factor * by
-        value = value * scale * factor + self.offset
+                factor = None
+                break
+            product = product / by if divide else product * by
+        else:
+            factor = product
+        unit = None
         if self.unit is not None:
             unit = self.unit_name
             if unit is None:
                 getter = self.unit[1]
                 unit = text(getter(cols, scalars, index)) if getter is not None else ""
+        return factor, unit
+
+    def _scaled(
+        self, raw: RawValue, scale: float, factor: float | None, unit: str | None
+    ) -> float | None:
+        """Apply invalid sentinels, scale, the row's factor, offset and unit conversion."""
+        if self.invalid and (str(raw) if type(raw) is int else text(raw)) in self.invalid:
+            return None
+        value = float(raw) if type(raw) is int else number(raw)
+        if value is None or factor is None:
+            return None
+        value = value * scale * factor + self.offset
+        if unit is not None:
             converted = to_celsius(value, unit) if unit else None
             return None if converted is None else round(converted, 6)
         # Scaling decimal fixed-point (tenths, percent) must not export 81.60000000000001.
