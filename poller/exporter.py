@@ -296,8 +296,31 @@ class _TargetText:
         # Family name -> this target's lines, encoded once (a scrape joins bytes).
         self.text: dict[str, bytes] = {}
         self.prefixes: dict[_ReadingKey, tuple[_Prefix, ...]] = {}
+        # A StateSet reading's whole text by (key, state): (family, its prefixes, lines).
+        self.states: dict[tuple[_ReadingKey, str], tuple[str, tuple[str, ...], str]] = {}
         # The poller's own families' prefixes by (family, what tells its lines apart).
         self.health: dict[tuple[object, ...], str] = {}
+
+    def state_lines(
+        self, key: _ReadingKey, reading: Reading, base: Callable[[], dict[str, str]]
+    ) -> tuple[str, tuple[str, ...], str] | None:
+        """The lines of a reading whose every line is a state's 1 or 0 (hw_status,
+        hw_ups_power_source), which depend on its state alone; None for other readings."""
+        state = reading.state
+        if state is None:
+            return None
+        got = self.states.get((key, state))
+        if got is None:
+            found = self.prefixes.get(key) or self.reading_prefixes(reading, base())
+            if any(match is None for _, _, match in found):
+                return None
+            if len(self.states) >= _PREFIXES_MAX:
+                self.states.clear()
+            text = "".join(
+                prefix + ("1.0\n" if state == match else "0.0\n") for _, prefix, match in found
+            )
+            got = self.states[(key, state)] = (found[0][0], tuple(p for _, p, _ in found), text)
+        return got
 
     def reading_prefixes(self, reading: Reading, base: dict[str, str]) -> tuple[_Prefix, ...]:
         key = (
@@ -310,6 +333,8 @@ class _TargetText:
         found = self.prefixes.get(key)
         if found is not None:
             return found
+        if len(self.prefixes) >= _PREFIXES_MAX:  # sensor names that keep changing
+            self.prefixes.clear()
         view = self.view
         name, limit_name, _ = FAMILIES[reading.quantity]
         sensor_base = _sensor_base(view, reading.sensor, base) if view.sensor_labels else base
@@ -334,6 +359,9 @@ class _TargetText:
         return found
 
 
+# Label prefixes (and state lines) kept per target at most: a device whose sensor names
+# change every poll must not grow them without end.
+_PREFIXES_MAX = 1 << 16
 # 'key="escaped value"' by (key, value): site, room, rack, protocol and limit labels repeat
 # across thousands of targets. Cleared when it grows past _PAIRS_MAX (label churn).
 _PAIRS: dict[tuple[str, str], str] = {}
@@ -361,23 +389,36 @@ def _render_view(view: TargetView, previous: _TargetText | None) -> _TargetText:
         rendered = _TargetText.__new__(_TargetText)
         rendered.view, rendered.labels_key = view, labels_key
         rendered.prefixes, rendered.text = previous.prefixes, {}
-        rendered.health = previous.health
+        rendered.states, rendered.health = previous.states, previous.health
     else:
         rendered = _TargetText(view)
     data = view.last.data if view.last is not None and view.last.success else None
     text = _health_text(view, rendered.health)
     if data is not None:
-        base: dict[str, str] | None = None
+        base: dict[str, str] = {}
+
+        def labels() -> dict[str, str]:
+            if not base:
+                base.update({"device": view.name, **dict(view.labels)})
+            return base
+
         prefixes = rendered.prefixes
         lines: dict[str, list[str]] = {}
         seen: set[str] = set()
         for reading in data.readings:
             quantity, sensor, value, location, limit_type, state, hw_type = reading
-            found = prefixes.get((quantity, sensor, location, limit_type, hw_type))
+            key = (quantity, sensor, location, limit_type, hw_type)
+            if state is not None:
+                whole = rendered.state_lines(key, reading, labels)
+                if whole is not None:
+                    family, names, text_ = whole
+                    if seen.isdisjoint(names):
+                        seen.update(names)
+                        lines.setdefault(family, []).append(text_)
+                        continue
+            found = prefixes.get(key)
             if found is None:
-                if base is None:
-                    base = {"device": view.name, **dict(view.labels)}
-                found = rendered.reading_prefixes(reading, base)
+                found = rendered.reading_prefixes(reading, labels())
             for family, prefix, match in found:
                 if prefix in seen:
                     continue  # a device listing one sensor twice must not break the scrape

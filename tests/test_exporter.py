@@ -144,3 +144,25 @@ def test_cached_health_lines_follow_every_change() -> None:
         else:
             store.record(PollResult("a-dev", "snmp", True, 0.25 + step, at, data))
         assert exposition(store) == _reference(store), step
+
+
+def test_state_lines_follow_state_changes_and_duplicates() -> None:
+    """A status or power-source reading's lines are kept whole per state: each change of
+    state shows, a reading listed twice is written once, and a new sensor appears."""
+    store = _store()
+    states = [State.OK, State.FAILED, State.DEGRADED, State.OK]
+    sources = [PowerSource.UTILITY, PowerSource.BATTERY, PowerSource.BYPASS, PowerSource.NONE]
+    for step, (state, source) in enumerate(zip(states, sources, strict=True)):
+        status = Reading(Quantity.STATUS, "fan 1", state=state, hw_type=HwType.FAN)
+        readings = [status, status, Reading(Quantity.UPS_POWER_SOURCE, "output", state=source)]
+        if step >= 2:
+            readings.append(Reading(Quantity.STATUS, "fan 2", state=state, hw_type=HwType.FAN))
+        data = DeviceData(DeviceInfo("v", "m", "f", "p"), tuple(readings))
+        store.record(PollResult("a-dev", "snmp", True, 0.5, 1_700_000_200.0 + step, data))
+        text = exposition(store)
+        assert text == _reference(store), step
+        fan = [line for line in text.splitlines() if b'sensor="fan 1"' in line]
+        assert len(fan) == len(State)  # one line per state, not two readings' worth
+        assert [line for line in fan if line.endswith(b" 1.0")] == [
+            line for line in fan if f'state="{state.value}"'.encode() in line
+        ]

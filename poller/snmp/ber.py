@@ -315,6 +315,8 @@ def _varbinds(data: bytes, pos: int, vbl_end: int) -> list[Varbind]:
             append((name, tag, int.from_bytes(data[pos:vb_end], "big", signed=True)))
         elif tag == 0x04:
             append((name, tag, data[pos:vb_end]))
+        elif tag in _UNSIGNED and n <= 9:  # Gauge32, Counter32, TimeTicks, ...
+            append((name, tag, int.from_bytes(data[pos:vb_end], "big")))
         else:
             append((name, tag, _value(tag, data[pos:vb_end])))
         pos = vb_end
