@@ -423,6 +423,59 @@ def test_an_agent_ignoring_non_repeaters_is_polled_without_them() -> None:
     assert pdus == 3  # a GET and two GETBULKs, as before riding
 
 
+def test_an_empty_table_is_read_in_one_varbind_and_its_new_rows_are_seen(tmp_path: Path) -> None:
+    """A table with no rows at the last poll is walked as its entry (one varbind while it
+    stays empty, not one per column); rows appearing later are read in full, as a fresh
+    poller reads them."""
+    from poller.simulator.replay import Recording
+
+    table = "1.3.6.1.4.1.318.1.1.10.2.3.2.1."  # iemStatusProbesEntry: the UPS's probes
+    full = RECORDINGS / "apc-smartups.snmprec"
+    empty = tmp_path / "no-probes.snmprec"
+    lines = full.read_text().splitlines(keepends=True)
+    empty.write_text("".join(line for line in lines if not line.startswith(table)))
+    recordings = {
+        name: Recording.load(path, "public") for name, path in (("empty", empty), ("full", full))
+    }
+    serving = {"now": "empty"}
+    replays = {name: ReplayResponder({"public": rec}) for name, rec in recordings.items()}
+    peer = Responder().start()
+
+    def answer(data: bytes) -> list[bytes]:
+        got = replays[serving["now"]].answer(data)
+        return [got] if got else []
+
+    peer.answer = answer
+    profiles = load_profiles()
+    try:
+
+        async def go() -> tuple[object, ...]:
+            config = snmp_config(peer.port, "public", profile="apc-ups")
+            spec = PollSpec.from_config(config, config.targets[0])
+            driver = SnmpDriver(spec, DriverContext(profiles))
+            try:
+                await driver.poll()
+                assert driver._plan is not None
+                walks = driver._column_walks(driver._plan)
+                without = await driver.poll()
+                serving["now"] = "full"
+                with_rows = await driver.poll()
+                again = await driver.poll()
+                return walks, without, with_rows, again, driver._column_walks(driver._plan)
+            finally:
+                await driver.close()
+
+        walks, without, with_rows, again, walks_after = asyncio.run(go())
+    finally:
+        peer.stop()
+    entry = table.rstrip(".")
+    assert any(isinstance(w, tuple) and w[0] == entry for w in walks)
+    assert not any(isinstance(w, tuple) and w[0] == entry for w in walks_after)
+    assert without == reference_poll(empty, profiles)
+    assert with_rows == again == reference_poll(full, profiles)
+    assert len(with_rows.readings) > len(without.readings)  # type: ignore[union-attr]
+
+
 # --- whole polls: the wire path against the gufo-snmp path -------------------------------
 
 
@@ -491,7 +544,8 @@ def test_too_big_bulk_answers_shrink_the_request_and_lose_nothing() -> None:
         pdu = V2C.apiMessage.get_pdu(message)
         if pdu.isSameTypeWith(V2C.GetBulkRequestPDU()):
             width = len(V2C.apiPDU.get_varbinds(pdu))
-            if width * int(V2C.apiBulkPDU.get_max_repetitions(pdu)) > 12:
+            riders = int(V2C.apiBulkPDU.get_non_repeaters(pdu))  # one varbind each
+            if riders + (width - riders) * int(V2C.apiBulkPDU.get_max_repetitions(pdu)) > 12:
                 too_big += 1
                 reply = V2C.apiMessage.get_response(message)
                 rsp = V2C.apiMessage.get_pdu(reply)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from poller.compose import Contribution, merge
 from poller.driver import DriverContext, PollSpec
@@ -18,7 +19,7 @@ from poller.snmp.evaluate import Fetched, normalize, text
 from poller.snmp.profile import SYS_DESCR, SYS_OBJECT_ID, Profile, RawValue, oid_key
 from poller.snmp.profile import candidates as profile_candidates
 from poller.snmp.transport import BULK_CAP, GET_CHUNK, GufoTransport, SnmpTransport
-from poller.snmp.wire import WireTransport
+from poller.snmp.wire import WalkSpec, WireTransport
 
 
 class SnmpDriver:
@@ -68,7 +69,6 @@ class SnmpDriver:
         self.detection_requests = 0
         self.requests_last_poll: int | None = None
         self._plan: _Plan | None = None
-        self._columns: list[str] = []  # the plan's columns, in OID order
         # Largest GETBULK a walk sized from last poll's rows may ask for: the target's own
         # max_repetitions when it sets one (fragile cards), otherwise BULK_CAP.
         self._bulk_cap = (
@@ -142,7 +142,6 @@ class SnmpDriver:
         applied = self._applied
         if self._plan is None:
             self._plan = _Plan.of(applied)
-            self._columns = self._plan.columns
         plan = self._plan
         oids = list(plan.scalars)
         detected = self._spec.profile is None
@@ -175,12 +174,32 @@ class SnmpDriver:
         """Scalars and every needed column of every table together: the scalars ride the
         walk's GETBULKs where the agent allows (else a GET beside the first GETBULK, with
         max_inflight above 1), the columns as many per GETBULK as fit."""
+        walks = self._column_walks(plan)
         scalars, rows, failed = await transport.fetch(
-            oids, self._columns, self._column_rows, self._bulk_cap, self._options.max_inflight
+            oids, walks, self._column_rows, self._bulk_cap, self._options.max_inflight
         )
+        for walk in walks:
+            if isinstance(walk, tuple):
+                _split_entry(walk[0], plan.by_entry[walk[0]], rows, failed, self._column_rows)
         for column, got in rows.items():
             self._column_rows[column] = len(got)
         return Fetched(scalars=scalars, columns=rows, failed=failed)
+
+    def _column_walks(self, plan: _Plan) -> list[WalkSpec]:
+        """What the column walker reads: each needed column, except a table that was empty
+        at the last poll (an alarm table with no alarm, an input table with nothing
+        plugged in): its entry from the first to the last needed column, one varbind
+        instead of one per column while it stays empty. Every GETBULK asks all its walks
+        for as many rows as its largest needs, so a walk of a table with rows (many
+        varbinds in one walk) would make the others ask for more than they need."""
+        known = self._column_rows
+        out: list[WalkSpec] = []
+        for entry, columns, last in plan.tables:
+            if len(columns) > 1 and last < 128 and all(known.get(c) == 0 for c in columns):
+                out.append((entry, plan.first[entry], last))
+            else:
+                out.extend(columns)
+        return out
 
     async def _walk_all(self, walks: list[_Walk], fetched: Fetched) -> None:
         """Run the walks, up to max_inflight at once (each on its own socket), filing the
@@ -282,7 +301,7 @@ class _Walk:
     bulk: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Plan:
     """What the applied profiles need each poll, computed once per detection."""
 
@@ -294,6 +313,16 @@ class _Plan:
     def columns(self) -> list[str]:
         """Every needed column, in OID order."""
         return [c for _, cols, _ in self.tables for c in cols]
+
+    @cached_property
+    def by_entry(self) -> dict[str, tuple[str, ...]]:
+        """Each table entry's needed columns."""
+        return {entry: cols for entry, cols, _ in self.tables}
+
+    @cached_property
+    def first(self) -> dict[str, int]:
+        """Each table entry's first needed column number."""
+        return {entry: int(cols[0].rpartition(".")[2]) for entry, cols, _ in self.tables}
 
     @classmethod
     def of(cls, applied: Sequence[Profile]) -> _Plan:
@@ -307,6 +336,31 @@ class _Plan:
             for entry, cols in by_entry.items()
         )
         return cls(tuple(scalars), tables)
+
+
+def _split_entry(
+    entry: str,
+    columns: tuple[str, ...],
+    rows: dict[str, dict[str, RawValue]],
+    failed: dict[str, str],
+    varbinds: dict[str, int],
+) -> None:
+    """File an entry walk's "column.index" rows under the needed columns (in place), or its
+    failure under each of them; remember how many varbinds it read (its next GETBULK size)."""
+    got = rows.pop(entry, None)
+    if got is None:
+        reason = failed.pop(entry, f"walk {entry}: no answer")
+        failed.update(dict.fromkeys(columns, reason))
+        return
+    varbinds[entry] = len(got)
+    split: dict[str, dict[str, RawValue]] = {c: {} for c in columns}
+    by_number = {c.rpartition(".")[2]: split[c] for c in columns}
+    for key, value in got.items():
+        number, _, index = key.partition(".")
+        target = by_number.get(number)
+        if target is not None and index:
+            target[index] = value
+    rows.update(split)
 
 
 def _distribute(

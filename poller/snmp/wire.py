@@ -145,21 +145,34 @@ def _expire(waiter: asyncio.Future[Answer]) -> None:
         waiter.set_exception(TimeoutError())
 
 
+# What a column walk reads: a column OID, or (entry OID, first, last column number) for a
+# walk of a table entry from its first to its last needed column, filed as "column.index".
+WalkSpec = str | tuple[str, int, int]
+
+
 class _Column:
-    """One column of a column walk: where it is, what it read. Kept from poll to poll (the
-    transport's walk of the same columns), started afresh by `start`."""
+    """One column (or table entry range) of a column walk: where it is, what it read. Kept
+    from poll to poll (the transport's walk of the same columns), started afresh by
+    `start`."""
 
-    __slots__ = ("cut", "done", "error", "last", "need", "oid", "prefix", "rows")
+    __slots__ = ("begin", "cut", "done", "error", "last", "need", "oid", "prefix", "rows", "stop")
 
-    def __init__(self, oid: str, prefix: bytes) -> None:
-        self.oid = oid
-        self.prefix = prefix
-        self.cut = len(prefix)
+    def __init__(self, spec: WalkSpec) -> None:
+        if isinstance(spec, str):
+            self.oid, self.stop = spec, 0
+            self.prefix = self.begin = contents(spec)
+        else:
+            entry, first, last = spec
+            self.oid, self.stop = entry, last  # past column `last` is the walk's end
+            self.prefix = contents(entry)
+            self.begin = contents(f"{entry}.{first}")  # a GETNEXT of it: column first, row 1
+        self.cut = len(self.prefix)
         self.start(None, 1)
 
     def start(self, expected: int | None, first_need: int) -> None:
-        """Ready for a walk from the column's start; `expected`: its rows at the last poll."""
-        self.last = self.prefix  # the next GETBULK asks for what follows this
+        """Ready for a walk from the column's start; `expected`: its varbinds at the last
+        poll (rows, for a column)."""
+        self.last = self.begin  # the next GETBULK asks for what follows this
         self.rows: dict[str, RawValue] = {}
         self.done = False
         self.error: str | None = None
@@ -249,7 +262,7 @@ class WireTransport:
         # Whether the agent honours GETBULK's non-repeaters (asked once): None until known.
         self._riding: bool | None = None
         # The last column walk's columns and their state objects, reused by the next.
-        self._kept: tuple[tuple[str, ...], list[_Column]] | None = None
+        self._kept: tuple[tuple[WalkSpec, ...], list[_Column]] | None = None
         self.requests = 0  # PDUs sent (retries included)
 
     # --- the socket ------------------------------------------------------------------
@@ -494,7 +507,7 @@ class WireTransport:
     async def fetch(
         self,
         scalars: Sequence[str],
-        columns: Sequence[str],
+        columns: Sequence[WalkSpec],
         expected: Mapping[str, int],
         budget: int,
         inflight: int,
@@ -561,7 +574,7 @@ class WireTransport:
 
     async def walk_columns(
         self,
-        columns: Sequence[str],
+        columns: Sequence[WalkSpec],
         expected: Mapping[str, int],
         budget: int,
         inflight: int,
@@ -573,18 +586,18 @@ class WireTransport:
         gone: DeviceTimeoutError."""
         return await self._walk(columns, expected, budget, inflight, None)
 
-    def _states(self, columns: Sequence[str]) -> list[_Column]:
+    def _states(self, columns: Sequence[WalkSpec]) -> list[_Column]:
         """The columns' walk state, kept while the same columns are walked (a target's
         plan), so that a poll does not encode their OIDs again."""
         kept = self._kept
         if kept is not None and kept[0] == tuple(columns):
             self._kept = None  # in use: a walk beside this one gets its own
             return kept[1]
-        return [_Column(c, contents(c)) for c in columns]
+        return [_Column(c) for c in columns]
 
     async def _walk(
         self,
-        columns: Sequence[str],
+        columns: Sequence[WalkSpec],
         expected: Mapping[str, int],
         budget: int,
         inflight: int,
@@ -734,7 +747,7 @@ def _file(batch: list[_Column], reps: int, answer: list[Varbind]) -> None:
     indexes = _INDEXES
     for slot, column in enumerate(batch):
         before = last = column.last
-        prefix, cut, rows = column.prefix, column.cut, column.rows
+        prefix, cut, rows, stop = column.prefix, column.cut, column.rows, column.stop
         for name, tag, value in answer[slot::width]:
             if tag == TAG_END_OF_MIB_VIEW:
                 column.done = True
@@ -751,6 +764,9 @@ def _file(batch: list[_Column], reps: int, answer: list[Varbind]) -> None:
                 column.done = True  # past the column: its end
                 break
             suffix = name[cut:]
+            if stop and suffix and suffix[0] > stop:  # an entry walk past its last column
+                column.done = True  # (the driver walks entries only below column 128)
+                break
             key = indexes.get(suffix)
             if key is None:
                 try:
