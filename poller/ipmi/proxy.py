@@ -92,9 +92,9 @@ class WorkerClient:
         self._profiles_from: ProfileSet | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._heard = False
-        self._started_at = 0.0
+        self._started_at: float | None = None  # monotonic time of the last start
         self._failures = 0
-        self._retry_at = 0.0
+        self._retry_at: float | None = None  # no new worker before then (after a crash)
         self._ended = ""  # why the last worker ended, for polls during the restart delay
         self._closed = False
         self._level = logging.NOTSET  # the log level the worker was last told
@@ -113,7 +113,7 @@ class WorkerClient:
             return
         if self._closed:
             raise IpmiWorkerError("the IPMI worker has been stopped")
-        wait = self._retry_at - time.monotonic()
+        wait = self._retry_at - time.monotonic() if self._retry_at is not None else 0.0
         if wait > 0:
             raise IpmiWorkerError(f"{self._ended}; a new one starts in {wait:.0f}s")
         self._start()
@@ -157,7 +157,7 @@ class WorkerClient:
     def _note_end(self, why: str) -> None:
         """Remember why the worker ended and when the next may start."""
         now = time.monotonic()
-        if self._started_at and now - self._started_at > STABLE_AFTER:
+        if self._started_at is not None and now - self._started_at > STABLE_AFTER:
             self._failures = 0
         self._failures += 1
         delay = min(MAX_RESTART_DELAY, RESTART_DELAY * 2 ** (self._failures - 1))

@@ -181,6 +181,7 @@ class _Column:
 
 
 _NEED = operator.attrgetter("need")
+_RELEASED: dict[str, RawValue] = {}  # a kept column's rows between polls (never written)
 
 
 class _Riders:
@@ -650,6 +651,8 @@ class WireTransport:
             riders = None  # only the first round's GETBULKs carry them
         rows = {c.oid: c.rows for c in states if c.error is None}
         failed = {c.oid: f"walk {c.oid}: {c.error}" for c in states if c.error is not None}
+        for state in states:
+            state.rows = _RELEASED  # the rows are the caller's now; kept state holds none
         self._kept = (tuple(columns), states)
         return rows, failed
 
