@@ -109,6 +109,10 @@ class ProtocolSpec:
     check_readings: bool = True
     # One line per way a profile of this protocol is recognised, for `hwpoller profiles`.
     describe_match: Callable[[BaseModel], list[str]] = lambda _profile: []
+    # What every target of this protocol is, whatever it reads: "server" for a BMC protocol
+    # (IPMI, Redfish), so that the status page calls a BMC a server even before it first
+    # answers. None: the readings decide (SNMP speaks for UPSs, CRACs and monitors alike).
+    role: str | None = None
 
     def driver_factory(self) -> Callable[[PollSpec, DriverContext], Driver]:
         """Import the driver module and return its factory."""

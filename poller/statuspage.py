@@ -15,7 +15,8 @@ from functools import cache
 from importlib import resources
 
 from poller import __version__
-from poller.room_model import Device, Overview, build
+from poller.room_model import build
+from poller.room_values import Device, Overview
 from poller.store import Store
 
 # Seconds between the page's requests for /api/room. Building the overview takes

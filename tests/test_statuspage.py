@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+import yaml
 
-from poller import statuspage
+from poller import room_model, statuspage
 from poller.exporter import exposition
 from poller.http import HttpServer, WebConfig
 from poller.model import (
@@ -27,7 +29,8 @@ from poller.model import (
     Quantity,
     Reading,
 )
-from poller.room_model import Overview, build
+from poller.room_model import build
+from poller.room_values import Overview
 from poller.store import Store
 from tests.test_http import get
 from tests.test_run_e2e import free_tcp_port
@@ -378,3 +381,214 @@ def test_api_room_over_tls_behind_basic_auth(web_auth: WebConfig, tmp_path: Path
         assert status == 200
         assert headers["Content-Type"] == "text/html; charset=utf-8"
         assert b"data-initial=" in body
+
+
+# --- a sensor's own place, leak names, cooling labels, protocol roles, alert thresholds ---
+
+SPOT_B = "Spot Leak (Rack B Under Floor)"
+
+
+def placed_store() -> Store:
+    """A monitor in rack A whose spot leak sensor (wet), one inlet probe and one humidity
+    sensor sit under rack B, and whose door sensor is in another room; rack B's only
+    server is down."""
+    store = Store()
+    rules = (
+        (re.compile(r"\(Rack B\b"), (("rack", "B"),)),
+        (re.compile(r"^Door"), (("rack", "Z"), ("room", "r2"))),
+    )
+    store.register("env-a", "snmp", {**SITE, "rack": "A"}, rules)
+    readings = (
+        leak("Leak Rope (Rack A Under Floor)", wet=False),
+        leak(SPOT_B, wet=True),
+        temp("Temperature (Rack A Front)", 22.0),
+        temp("Temperature (Rack B Front)", 29.0),
+        Reading(Quantity.HUMIDITY, "Humidity (Rack B Front)", 0.55, Location.INLET),
+        status("Door (Server Room)", HwType.CONTACT, "failed"),
+    )
+    data = DeviceData(DeviceInfo(vendor="APC", model="NetBotz"), readings)
+    store.record(PollResult("env-a", "snmp", True, 0.1, NOW - 5, data))
+    add(store, "b-1-bmc", {**SITE, "rack": "B"}, None, "ipmi")
+    return store
+
+
+def test_a_sensor_is_placed_by_its_own_sensor_labels() -> None:
+    """The wet spot sensor under rack B makes B leak, not A; B's inlet and humidity come
+    from the probes under it even though B's own server is down; the door sensor is in its
+    room r2; each problem names the rack its sensor is in."""
+    overview = build(placed_store().snapshot(), NOW)
+    rooms = {room.room: room for room in overview.rooms}
+    racks = {rack.name: rack for rack in rooms["r1"].racks}
+    assert [lk.sensor for lk in racks["A"].leaks] == ["Leak Rope (Rack A Under Floor)"]
+    assert [(lk.device, lk.sensor, lk.wet) for lk in racks["B"].leaks] == [("env-a", SPOT_B, True)]
+    assert (racks["A"].state, racks["B"].state) == ("ok", "leak")
+    assert [d.name for d in racks["A"].devices] == ["env-a"]  # the device stays in A
+    assert [d.name for d in racks["B"].devices] == ["b-1-bmc"]
+    a, b = racks["A"].inlet, racks["B"].inlet
+    assert a is not None and (a.celsius, a.sensor) == (22.0, "Temperature (Rack A Front)")
+    assert b is not None and (b.celsius, b.state) == (29.0, "warning")
+    assert (racks["A"].humidity, racks["B"].humidity) == (None, 0.55)
+    (z,) = rooms["r2"].racks
+    assert (z.name, z.state, z.devices) == ("Z", "critical", ())
+    where = {p.sensor: (p.room, p.rack, p.severity) for p in overview.problems}
+    assert where[SPOT_B] == ("r1", "B", "leak")
+    assert where["Temperature (Rack B Front)"] == ("r1", "B", "warning")
+    assert where["Door (Server Room)"] == ("r2", "Z", "critical")
+    assert where[""] == ("r1", "B", "warning")  # b-1-bmc not answering, in its own rack
+    # The device itself reports the water wherever the sensor is.
+    assert {d.name: d.state for d in overview.devices}["env-a"] == "leak"
+
+
+def test_sensor_placement_matches_the_exported_series_labels() -> None:
+    """The page puts each sensor where its hw_* series' rack label says (one rule set, the
+    exporter's): checked for every leak and inlet series of placed_store()."""
+    store = placed_store()
+    api = json.loads(statuspage.room_json(store))
+    drawn = {
+        (lk["sensor"], room["room"], rack["name"])
+        for room in api["rooms"]
+        for rack in room["racks"]
+        for lk in rack["leaks"]
+    }
+    exported = set()
+    for line in exposition(store).decode().splitlines():
+        if line.startswith("hw_leak_detected{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            exported.add((labels["sensor"], labels["room"], labels["rack"]))
+    assert drawn == exported and len(drawn) == 2
+
+
+def test_simulated_config_puts_the_spot_leak_under_rack_b() -> None:
+    """The simulator's config gives envmon-1 a sensor_labels rule that moves exactly its
+    sensors named for rack B (the spot leak) to rack B, checked against the names the
+    simulated NetBotz really serves."""
+    from pysnmp.proto import rfc1902
+
+    from poller.config import parse_config
+    from poller.simulator.model import RoomModel
+    from poller.simulator.room import RoomThread, servers
+    from poller.simulator.snmp_devices import render_envmon
+
+    with RoomThread(notify=None) as room:
+        config = parse_config(yaml.safe_dump(room.config()), "sim.yml")
+    targets = {t.name: t for t in config.targets}
+    envmon = targets["envmon-1"]
+    assert envmon.labels["rack"] == "A"
+    values = render_envmon(RoomModel(servers(), []), "envmon-1").values()
+    names = {str(v) for v in values if isinstance(v, rfc1902.OctetString) and "(Rack" in str(v)}
+    assert SPOT_B in names and "Leak Rope (Rack A Under Floor)" in names
+    store = Store()
+    store.register("envmon-1", "snmp", envmon.labels, envmon.sensor_label_rules())
+    data = DeviceData(DeviceInfo(), tuple(leak(name, wet=False) for name in sorted(names)))
+    store.record(PollResult("envmon-1", "snmp", True, 0.1, NOW - 5, data))
+    racks = {r.name: r for r in build(store.snapshot(), NOW).rooms[0].racks}
+    assert [lk.sensor for lk in racks["B"].leaks] == [SPOT_B]
+    assert all("(Rack A" in lk.sensor for lk in racks["A"].leaks)
+    # Only the monitor has sensors under another rack.
+    assert [t.name for t in config.targets if t.sensor_labels] == ["envmon-1"]
+
+
+def test_leaks_name_their_device_and_sensor() -> None:
+    """Three Redfish BMCs' "ChassisFloor" detectors are three leaks, each with its device
+    (the page writes "dry · <device>: <sensor>" from these two fields)."""
+    store = Store()
+    for name in ("web-1-redfish", "web-2-redfish", "db-1-redfish"):
+        add(store, name, {**SITE, "rack": "A"}, (leak("ChassisFloor", wet=False),), "redfish")
+    (rack,) = build(store.snapshot(), NOW).rooms[0].racks
+    assert sorted((lk.device, lk.sensor) for lk in rack.leaks) == [
+        ("db-1-redfish", "ChassisFloor"),
+        ("web-1-redfish", "ChassisFloor"),
+        ("web-2-redfish", "ChassisFloor"),
+    ]
+    api = json.loads(statuspage.room_json(store))
+    assert {lk["device"] for lk in api["rooms"][0]["racks"][0]["leaks"]} == {
+        "web-1-redfish",
+        "web-2-redfish",
+        "db-1-redfish",
+    }
+    script = (Path(statuspage.__file__).parent / "static" / "room.js").read_text()
+    assert "${leak.device}: ${leak.sensor}" in script  # not the sensor alone
+
+
+def _crac(*alarms: tuple[str, str], supply: float = 16.0) -> tuple[Reading, ...]:
+    return (
+        *(status(sensor, HwType.COOLING, state) for sensor, state in alarms),
+        temp("supply air", supply, Location.SUPPLY),
+        Reading(Quantity.TEMPERATURE, "supply air", 24.0, Location.SUPPLY, LimitType.HIGH_DEGRADED),
+    )
+
+
+def test_a_cooling_units_label_follows_its_alarms() -> None:
+    """A CRAC whose alarms say cooling failed is labelled failed (critical), one with a
+    degraded alarm "alarm" (warning); a healthy one "cooling"; one that is down "down"."""
+    store = Store()
+    add(store, "crac-failed", dict(SITE), _crac(("alarms", "failed"), ("system", "ok")))
+    add(store, "crac-alarm", dict(SITE), _crac(("general alarm", "degraded")))
+    add(store, "crac-ok", dict(SITE), _crac(("system", "ok")))
+    add(store, "crac-hot", dict(SITE), _crac(("system", "ok"), supply=30.0))
+    add(store, "crac-down", dict(SITE), None)
+    api = json.loads(statuspage.room_json(store))
+    devices = {d["name"]: (d["kind"], d["state"], d["label"]) for d in api["devices"]}
+    assert devices == {
+        "crac-failed": ("cooling", "critical", "failed"),
+        "crac-alarm": ("cooling", "warning", "alarm"),
+        "crac-ok": ("cooling", "ok", "cooling"),
+        # Warm supply air, alarms quiet: the state, not a word the alarms did not say.
+        "crac-hot": ("cooling", "warning", "warning"),
+        "crac-down": ("device", "warning", "down"),
+    }
+    cooling = {c["device"]: c["state"] for c in api["rooms"][0]["cooling"]}
+    assert cooling["crac-failed"] == "critical"
+
+
+def test_server_kind_comes_from_the_protocol_registry() -> None:
+    """IPMI and Redfish targets are servers by their ProtocolSpec.role, answering or not
+    (a Redfish BMC with a leak detector is not an "environment"); SNMP is told by readings."""
+    from poller import protocols
+
+    assert {p.name: p.role for p in protocols.protocols()} == {
+        "snmp": None,
+        "ipmi": "server",
+        "redfish": "server",
+    }
+    store = Store()
+    bmc = (temp("InletTemp", 22.0), leak("ChassisFloor", wet=False))
+    add(store, "web-1-redfish", {**SITE, "rack": "A"}, bmc, "redfish")
+    store.register("web-2-redfish", "redfish", {**SITE, "rack": "A"})  # never polled
+    add(store, "web-1-bmc", {**SITE, "rack": "A"}, (temp("Inlet Temp", 22.0),), "ipmi")
+    add(store, "env-1", {**SITE, "rack": "A"}, (leak("Rope", wet=False),))
+    store.register("ups-2", "snmp", {**SITE, "rack": "A"})
+    api = json.loads(statuspage.room_json(store))
+    kinds = {d["name"]: d["kind"] for d in api["devices"]}
+    assert kinds == {
+        "web-1-redfish": "server",
+        "web-2-redfish": "server",
+        "web-1-bmc": "server",
+        "env-1": "environment",
+        "ups-2": "device",  # SNMP: unknown until it answers
+    }
+    source = (Path(statuspage.__file__).parent / "room_model.py").read_text()
+    assert '"ipmi"' not in source and '"redfish"' not in source
+
+
+def _rule_numbers(alert: str) -> list[float]:
+    """Every number an alert's expressions compare with, in the shipped rules."""
+    rules = Path(__file__).parents[1] / "deploy" / "prometheus" / "rules" / "alerts.yml"
+    doc = yaml.safe_load(rules.read_text())
+    exprs = [r["expr"] for g in doc["groups"] for r in g["rules"] if r.get("alert") == alert]
+    assert exprs, alert
+    return [float(n) for expr in exprs for n in re.findall(r"[<>]=?\s*(\d+(?:\.\d+)?)", expr)]
+
+
+def test_default_thresholds_are_the_alert_rules() -> None:
+    """The page judges readings without limits by the numbers the alerts use."""
+    assert tuple(_rule_numbers("InletTemperatureHigh")) == room_model.DEFAULT_INLET_LIMITS
+    assert tuple(_rule_numbers("HumidityOutOfRange")) == room_model.DEFAULT_HUMIDITY_RANGE
+    assert _rule_numbers("UpsRuntimeLow") == [room_model.UPS_RUNTIME_CRITICAL]
+    assert _rule_numbers("UpsBatteryChargeLow") == [room_model.UPS_CHARGE_WARNING]
+    # And the page uses them: 27.5 °C with no limits is a warning, 32.5 °C critical.
+    store = Store()
+    add(store, "warm", {"rack": "1"}, (temp("Inlet", 27.5),))
+    add(store, "hot", {"rack": "2"}, (temp("Inlet", 32.5),))
+    states = [r.state for r in build(store.snapshot(), NOW).rooms[0].racks]
+    assert states == ["warning", "critical"]

@@ -88,6 +88,7 @@ PROTOCOL = ProtocolSpec(
     options=_options,
     resource=_resource,
     describe_match=describe_match,
+    role="server",
 )
 
 __all__ = ["PROTOCOL", "IpmiAuth", "IpmiOptions", "IpmiResource"]

@@ -54,6 +54,7 @@ PROTOCOL = ProtocolSpec(
     options=_options,
     parse_address=parse_redfish_address,
     describe_match=describe_match,
+    role="server",
 )
 
 __all__ = ["PROTOCOL", "RedfishAuth", "RedfishOptions"]

@@ -82,6 +82,13 @@ class Device:
 
 # SNMP devices: (target name, renderer kind, rack or None for room-level equipment).
 SNMP_DEVICES = (("ups-1", "ups", "B"), ("crac-1", "crac", None), ("envmon-1", "envmon", "A"))
+# Sensors that sit under another rack than their device, as the config's `sensor_labels`
+# says so (target name -> rules): the NetBotz in rack A has its spot leak sensor, "Spot Leak
+# (Rack B Under Floor)" (snmp_devices.render_envmon), under rack B, so the sensor's series
+# carry rack="B" and the status page draws it there.
+SENSOR_LABELS: dict[str, list[dict[str, Any]]] = {
+    "envmon-1": [{"match": r"\(Rack B\b", "labels": {"rack": "B"}}],
+}
 
 
 class SimulatedRoom:
@@ -221,6 +228,8 @@ class SimulatedRoom:
                 "auth": "simulated-bmc" if device.protocol == "ipmi" else "simulated-snmp",
                 "labels": device.labels,
             }
+            if device.name in SENSOR_LABELS:
+                target["sensor_labels"] = SENSOR_LABELS[device.name]
             if device.protocol == "redfish":  # plain HTTP on loopback: nothing to verify
                 target.update(address=f"http://{host}:{device.port}", auth="simulated-redfish")
             targets.append(target)

@@ -46,6 +46,46 @@ function label(x, y, text, cls, max) {
   return node;
 }
 
+// Where the full text matters (a leak sensor's name says where the water is), break it
+// into lines instead: at spaces, measured in the page's own font on a canvas (which needs
+// no layout), and a word wider than a line by characters. A line broken at a space keeps
+// it at its end, so that the lines joined are the text again.
+const measure = document.createElement("canvas").getContext("2d");
+
+function wrapLines(text, width, font) {
+  measure.font = font;
+  const fits = (s) => measure.measureText(s.trimEnd()).width <= width;
+  const lines = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (fits(line + word)) {
+      line += word + " ";
+      continue;
+    }
+    if (line) lines.push(line);
+    line = word;
+    while (line.length > 1 && !fits(line)) {
+      let cut = line.length - 1;
+      while (cut > 1 && !fits(line.slice(0, cut))) cut -= 1;
+      lines.push(line.slice(0, cut));
+      line = line.slice(cut);
+    }
+    line += " ";
+  }
+  lines.push(line.slice(0, -1)); // the text did not end with the space added here
+  return lines;
+}
+
+// A <text> of the wrapped lines, one <tspan> each `lineHeight` px apart; returns it and its
+// number of lines.
+function wrapped(x, y, text, { cls, width, size, bold, lineHeight }) {
+  const family = getComputedStyle(document.body).fontFamily;
+  const lines = wrapLines(text, width, `${bold ? "bold " : ""}${size}px ${family}`);
+  const node = svg("text", { x, y, class: cls });
+  lines.forEach((line, i) => node.append(svg("tspan", { x, dy: i ? lineHeight : 0 }, line)));
+  return [node, lines.length];
+}
+
 const fmt = {
   celsius: (v) => (v === null || v === undefined ? "\u2013" : `${v.toFixed(1)} \u00b0C`),
   humidity: (v) => (v === null || v === undefined ? "\u2013" : `${Math.round(v * 100)} %RH`),
@@ -82,7 +122,12 @@ const GAP = 28;
 const MARGIN = 16;
 const HEAD_H = 92;
 const SLOT_H = 30;
-const LEAK_H = 26;
+// A leak sensor: its rope, its name's first baseline 6 px under it, further lines LEAK_LINE
+// px apart, then a gap.
+const LEAK_ROPE = 16;
+const LEAK_LINE = 13;
+const LEAK_GAP = 6;
+const LEAK_FONT = 11; // px, as .leak-name in room.css
 const UNIT_W = 190;
 
 // What a device's slot says on its right: its inlet, or for a UPS its source and charge.
@@ -112,7 +157,9 @@ function slot(device, ups, x, y) {
   return g;
 }
 
-function leakLine(leak, x, y, width, max) {
+// A leak sensor drawn as a line: dry dashed, wet a blue wave, named in full (which device
+// and which of its sensors: three BMCs' "ChassisFloor" are three different places).
+function leakLine(leak, x, y, width) {
   const g = svg("g", {
     class: leak.wet ? "leak wet" : "leak dry",
     "data-device": leak.device,
@@ -126,8 +173,16 @@ function leakLine(leak, x, y, width, max) {
   } else {
     g.append(svg("line", { x1: x, y1: y + 8, x2: x + width, y2: y + 8, class: "rope" }));
   }
-  g.append(label(x, y + 22, `${leak.wet ? "WET" : "dry"} \u00b7 ${leak.sensor}`, "leak-name", max));
-  return g;
+  const text = `${leak.wet ? "WET" : "dry"} \u00b7 ${leak.device}: ${leak.sensor}`;
+  const [name, lines] = wrapped(x, y + LEAK_ROPE + 6, text, {
+    cls: "leak-name",
+    width,
+    size: LEAK_FONT,
+    bold: leak.wet,
+    lineHeight: LEAK_LINE,
+  });
+  g.append(name);
+  return [g, LEAK_ROPE + 6 + (lines - 1) * LEAK_LINE + LEAK_GAP];
 }
 
 function rackGroup(rack, ups, x, y, height) {
@@ -151,9 +206,13 @@ function rackGroup(rack, ups, x, y, height) {
   rack.devices.forEach((device, i) => {
     g.append(slot(device, ups.get(device.name), x + 8, y + HEAD_H + i * SLOT_H));
   });
-  const floor = y + height + 10;
-  rack.leaks.forEach((leak, i) => g.append(leakLine(leak, x, floor + i * LEAK_H, RACK_W, 31)));
-  return g;
+  let bottom = y + height + 10;
+  for (const leak of rack.leaks) {
+    const [line, h] = leakLine(leak, x, bottom, RACK_W);
+    g.append(line);
+    bottom += h;
+  }
+  return [g, bottom];
 }
 
 function unitGroup(device, cooling, x, y) {
@@ -175,7 +234,10 @@ function unitGroup(device, cooling, x, y) {
   });
   g.append(svg("rect", { x, y, width: UNIT_W, height, rx: 6, class: "rack-box" }));
   g.append(label(x + 10, y + 22, device.name, "rack-name", 16));
-  g.append(svg("text", { x: x + UNIT_W - 10, y: y + 22, class: "rack-state" }, device.kind));
+  // Its state as the model words it (device.label): "failed" for a CRAC whose alarms say
+  // cooling failed, never its kind in red.
+  g.append(svg("text", { x: x + UNIT_W - 10, y: y + 22, class: "rack-state" },
+    LABELS[device.label] || device.label));
   lines.forEach((line, i) => g.append(svg("text", { x: x + 10, y: y + 44 + i * 18, class: "rack-sub" }, line)));
   return [g, height];
 }
@@ -183,13 +245,15 @@ function unitGroup(device, cooling, x, y) {
 function plan(room) {
   const most = Math.max(1, ...room.racks.map((r) => r.devices.length));
   const rackH = HEAD_H + most * SLOT_H + 6;
-  const leakRows = Math.max(0, ...room.racks.map((r) => r.leaks.length));
   let width = MARGIN + room.racks.length * (RACK_W + GAP);
   const node = svg("svg", { class: "plan", role: "img" });
   node.append(svg("title", {}, `plan of ${room.site} ${room.room}`));
   const ups = new Map(room.ups.map((u) => [u.device, u]));
+  let leaksEnd = MARGIN + rackH;
   room.racks.forEach((rack, i) => {
-    node.append(rackGroup(rack, ups, MARGIN + i * (RACK_W + GAP), MARGIN, rackH));
+    const [g, bottom] = rackGroup(rack, ups, MARGIN + i * (RACK_W + GAP), MARGIN, rackH);
+    node.append(g);
+    leaksEnd = Math.max(leaksEnd, bottom);
   });
   let unitY = MARGIN;
   const coolingByDevice = new Map(room.cooling.map((c) => [c.device, c]));
@@ -199,12 +263,14 @@ function plan(room) {
     unitY += h + 12;
   }
   if (room.unracked.length) width += UNIT_W + GAP;
-  let height = Math.max(MARGIN + rackH + 14 + leakRows * LEAK_H, unitY);
-  // Leak sensors of room-level devices (a CRAC's under-floor sensor) run along the floor.
-  room.floor_leaks.forEach((leak, i) => {
-    node.append(leakLine(leak, MARGIN, height + 6 + i * LEAK_H, width - MARGIN - GAP, 60));
-  });
-  height += 6 + room.floor_leaks.length * LEAK_H + MARGIN;
+  let height = Math.max(leaksEnd + 4, unitY) + 6;
+  // Leak sensors on the room's floor (a CRAC's under-floor sensor) run along the room.
+  for (const leak of room.floor_leaks) {
+    const [line, h] = leakLine(leak, MARGIN, height, Math.max(width - MARGIN - GAP, 200));
+    node.append(line);
+    height += h;
+  }
+  height += MARGIN;
   width = Math.max(width, 260);
   node.setAttribute("viewBox", `0 0 ${width} ${height}`);
   node.setAttribute("width", String(width));
