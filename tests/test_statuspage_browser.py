@@ -1,5 +1,7 @@
 """The status page in a real browser (headless Chromium): the roof-leak room drawn live, the
-page's refresh behind TLS and basic auth, and device strings shown as text, never markup.
+page's refresh behind TLS and basic auth, leak names shown in full under the rack their
+sensors are in, a failed cooling unit labelled so, and device strings shown as text, never
+markup.
 
 Chromium is driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: fd 3 in,
 fd 4 out, NUL-separated JSON), so no WebSocket client is needed, and once with
@@ -30,13 +32,25 @@ import yaml
 
 from poller.exporter import exposition
 from poller.http import HttpServer, WebConfig
-from poller.model import DeviceData, DeviceInfo, Location, PollResult, Quantity, Reading
+from poller.model import DeviceData, DeviceInfo, HwType, Location, PollResult, Quantity, Reading
 from poller.simulator.room import RoomThread
 from poller.simulator.scenarios import START
 from poller.simulator.snmpsim import free_udp_port
+from poller.store import Store
 from tests.test_run_e2e import fetch, free_tcp_port
-from tests.test_simulator_scenarios import STARTUP, all_up, start_poller, stop
-from tests.test_statuspage import HOSTILE, HOSTILE_SENSOR, hostile_store, room_store
+from tests.test_simulator_scenarios import DEVICES, STARTUP, Samples, select, start_poller, stop
+from tests.test_statuspage import (
+    HOSTILE,
+    HOSTILE_SENSOR,
+    SITE,
+    SPOT_B,
+    add,
+    hostile_store,
+    leak,
+    room_store,
+    status,
+    temp,
+)
 from tests.util import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -200,14 +214,53 @@ INLETS = (
     ".map(r => [r.dataset.rack, r.querySelector('.inlet').textContent]))"
 )
 INLET_TEXT = re.compile(r"^\d+\.\d °C$")
+# Every leak line as drawn: its rack (null on the room's floor), device, sensor, the text
+# of its name, and whether each line of the name lies inside its rack (or the plan) and
+# clear of the next leak line: the whole name is on the page, not cut off.
+LEAK_LINES = """[...document.querySelectorAll('.leak')].map((g, i, all) => {
+  const rack = g.closest('[data-rack]');
+  const box = (rack ? rack.querySelector('.rack-box') : g.closest('svg')).getBBox();
+  const name = g.querySelector('.leak-name');
+  const lines = [...name.querySelectorAll('tspan')].map(t => t.getBBox());
+  const next = all[i + 1] && all[i + 1].closest('[data-rack]') === rack
+    ? all[i + 1].getBBox().y + 1 : Infinity;
+  return {
+    rack: rack ? rack.dataset.rack : null,
+    device: g.dataset.device,
+    sensor: g.dataset.sensor,
+    text: name.textContent,
+    lines: lines.length,
+    inside: lines.every(b => b.width > 0 && b.x >= box.x - 0.5
+      && b.x + b.width <= box.x + box.width + 0.5 && b.y + b.height <= next),
+  };
+})"""
+ROOM_DEVICES = {*DEVICES, *(f"{n.removesuffix('-bmc')}-redfish" for n in DEVICES if "-bmc" in n)}
+
+
+def all_fifteen_up(samples: Samples) -> bool:
+    """Every simulated device, BMCs over IPMI and Redfish, polled successfully."""
+    up = {dict(lbl)["device"] for lbl, v in select(samples, "hwpoller_up").items() if v == 1}
+    return up >= ROOM_DEVICES
+
+
+def check_leak_lines(lines: list[dict[str, Any]]) -> None:
+    """Each leak line names its device and sensor in full, inside its rack."""
+    assert lines
+    for line in lines:
+        wet = "WET" if "WET" in line["text"].split(" · ")[0] else "dry"
+        assert line["text"] == f"{wet} · {line['device']}: {line['sensor']}", line
+        assert "\u2026" not in line["text"], line
+        assert line["inside"], line
 
 
 def test_roof_leak_turns_rack_a_to_leak_live(tmp_path: Path) -> None:
-    """The simulated room in roof-leak, polled by `hwpoller run`, with one UPS unplugged in
-    rack C: rack A (the wet rope) turns leak without a reload, B stays ok, C is unknown, and
-    temperatures, the UPS and the CRAC are shown."""
+    """The simulated room in roof-leak (its servers' BMCs over IPMI and Redfish, as `make
+    run` has it), polled by `hwpoller run`, with one UPS unplugged in rack C: rack A (the wet
+    rope) turns leak without a reload, B stays ok, C is unknown, and temperatures, the UPS
+    and the CRAC are shown. The NetBotz's spot sensor is drawn under rack B, where the
+    simulator's sensor_labels put it, and every leak line names its device."""
     speed = 3.0  # the water comes START/speed = 40 s after the room starts
-    with RoomThread(scenario="roof-leak", speed=speed) as room:
+    with RoomThread(scenario="roof-leak", speed=speed, redfish=True) as room:
         config = tmp_path / "sim.yml"
         room.write_config(config)
         doc = yaml.safe_load(config.read_text())
@@ -225,7 +278,7 @@ def test_roof_leak_turns_rack_a_to_leak_live(tmp_path: Path) -> None:
         proc, poller = start_poller(config, tmp_path)
         base = poller.url.removesuffix("/metrics")
         try:
-            poller.wait("the simulated devices up", all_up, STARTUP)
+            poller.wait("the simulated devices up", all_fifteen_up, STARTUP)
             with browser(tmp_path) as page:
                 page.open(base + "/")
                 page.wait("the plan", "document.querySelectorAll('[data-rack]').length === 3")
@@ -266,11 +319,29 @@ def test_roof_leak_turns_rack_a_to_leak_live(tmp_path: Path) -> None:
                 )
                 assert page.js("window.loadedOnce") == "yes"  # refreshed in place
                 assert int(page.js("document.getElementById('app').dataset.refreshes")) >= 1
-                rope = page.js(
-                    "[...document.querySelectorAll('[data-rack=\"A\"] .leak.wet')]"
-                    ".map(l => l.dataset.sensor)"
+                # Wet under rack A: the rope and the three Dell BMCs' chassis detectors (each
+                # seen at its own next poll), each line saying whose it is; the spot sensor
+                # under B stays dry.
+                page.wait(
+                    "four wet lines under rack A",
+                    "document.querySelectorAll('[data-rack=\"A\"] .leak.wet').length === 4",
+                    timeout=15,
                 )
-                assert rope == ["Leak Rope (Rack A Under Floor)"]
+                lines = page.js(LEAK_LINES)
+                check_leak_lines(lines)
+                wet_a = sorted(
+                    (ln["device"], ln["sensor"])
+                    for ln in lines
+                    if ln["rack"] == "A" and ln["text"].startswith("WET")
+                )
+                assert wet_a == [
+                    ("db-1-redfish", "ChassisFloor"),
+                    ("envmon-1", "Leak Rope (Rack A Under Floor)"),
+                    ("web-1-redfish", "ChassisFloor"),
+                    ("web-2-redfish", "ChassisFloor"),
+                ], lines
+                spot = [(ln["rack"], ln["text"]) for ln in lines if ln["sensor"] == SPOT_B]
+                assert spot == [("B", f"dry · envmon-1: {SPOT_B}")], lines
                 text = page.js("document.body.innerText")
                 for needle in ("UPS ups-1", "Cooling crac-1", "%RH", "min", "LEAK", "old-ups"):
                     assert needle in text, needle
@@ -286,6 +357,59 @@ def test_roof_leak_turns_rack_a_to_leak_live(tmp_path: Path) -> None:
             log = (tmp_path / "poller.log").read_text()
             raise AssertionError(f"{exc}\npoller log:\n{log}") from exc
         assert stop(proc) == 0
+
+
+def test_leak_names_own_racks_and_a_failed_crac_are_visible(tmp_path: Path) -> None:
+    """A monitor in rack A whose wet spot sensor lies under rack B (sensor_labels), a leak
+    rope with a very long name, three BMCs' "ChassisFloor" detectors and a CRAC whose alarms
+    say cooling failed: B is drawn leaking with the spot line under it, A is not; every leak
+    name is whole, wrapped inside its rack; the CRAC reads FAILED (its label in capitals)."""
+    store = Store()
+    rope = "Leak Rope (Rack A Under Floor, front to back, along the raised-floor cable tray)"
+    rules = ((re.compile(r"\(Rack B\b"), (("rack", "B"),)),)
+    store.register("envmon-with-a-long-name-1", "snmp", {**SITE, "rack": "A"}, rules)
+    readings = (leak(rope, wet=False), leak(SPOT_B, wet=True), temp("Front", 21.0))
+    data = DeviceData(DeviceInfo("APC", "NetBotz"), readings)
+    store.record(PollResult("envmon-with-a-long-name-1", "snmp", True, 0.1, time.time(), data))
+    for name in ("web-1-redfish", "web-2-redfish", "db-1-redfish"):
+        add(store, name, {**SITE, "rack": "A"}, (leak("ChassisFloor", wet=False),), "redfish")
+    add(store, "app-1-bmc", {**SITE, "rack": "B"}, (temp("Inlet Temp", 22.0),), "ipmi")
+    crac = (
+        status("alarms", HwType.COOLING, "failed"),
+        status("system", HwType.COOLING, "ok"),
+        temp("supply air", 26.0, Location.SUPPLY),
+        leak("water under floor", wet=False),
+    )
+    add(store, "crac-1", dict(SITE), crac)
+    server = HttpServer(f"127.0.0.1:{free_tcp_port()}", store, exposition, WebConfig())
+    server.start()
+    try:
+        with browser(tmp_path) as page:
+            page.open(f"http://127.0.0.1:{server.port}/")
+            page.wait("the plan", "document.querySelectorAll('[data-rack]').length === 2")
+            assert page.js(RACK_STATES) == {"A": "ok", "B": "leak"}
+            lines = page.js(LEAK_LINES)
+            check_leak_lines(lines)
+            where = {(ln["device"], ln["sensor"]): ln["rack"] for ln in lines}
+            assert where == {
+                ("envmon-with-a-long-name-1", rope): "A",
+                ("envmon-with-a-long-name-1", SPOT_B): "B",
+                ("web-1-redfish", "ChassisFloor"): "A",
+                ("web-2-redfish", "ChassisFloor"): "A",
+                ("db-1-redfish", "ChassisFloor"): "A",
+                ("crac-1", "water under floor"): None,  # along the room's floor
+            }
+            long_line = next(ln for ln in lines if ln["sensor"] == rope)
+            assert long_line["lines"] >= 3  # wrapped, not cut
+            unit = "document.querySelector('.unit[data-device=\"crac-1\"]')"
+            assert page.js(f"{unit}.dataset.state") == "critical"
+            label = f"{unit}.querySelector('.rack-state')"  # SVG text: no innerText
+            assert page.js(f"{label}.textContent") == "failed"
+            assert page.js(f"getComputedStyle({label}).textTransform") == "uppercase"
+            shot = page.screenshot(ARTIFACTS / "statuspage-leak-names.png")
+            print(f"screenshot: {shot}")
+    finally:
+        server.stop()
 
 
 def _tls_auth(tmp_path: Path) -> WebConfig:
