@@ -1,4 +1,5 @@
-"""Command line: run, check-config, probe, profiles (Prometheus exporter flag style)."""
+"""Command line: run, check-config, probe, profiles, simulate, discover (Prometheus exporter
+flag style)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser("simulate", help="run a simulated server room to poll")
     simulate_command.add_arguments(simulate)
+
+    from poller.discover import command as discover_command  # noqa: PLC0415
+
+    discover = sub.add_parser("discover", help="find devices in address ranges, write a config")
+    discover_command.add_arguments(discover)
     return parser
 
 
@@ -128,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from poller.simulator import command as simulate_command  # noqa: PLC0415
 
             return simulate_command.run(args)
+        if args.command == "discover":
+            from poller.discover import command as discover_command  # noqa: PLC0415
+
+            return discover_command.run(args)
         if args.command == "probe":
             if args.config:
                 config, profiles = load_all(args.config)

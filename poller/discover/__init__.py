@@ -1,0 +1,7 @@
+"""`hwpoller discover`: find the devices in address ranges and write a config for them.
+
+ranges (what may be scanned: IPv4 ranges, bounded), scan (the rate-limited presence probes:
+SNMP GET, IPMI Get Channel Authentication Capabilities, Redfish service root), detect (each
+found device polled once by its protocol's real driver, as `hwpoller probe` does), output
+(target names, the YAML config, the summary table, the progress line), command (the flags).
+"""
