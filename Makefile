@@ -9,11 +9,13 @@ BENCH_APT_PACKAGES := prometheus-snmp-exporter prometheus-ipmi-exporter
 
 .PHONY: run test lint bench bench-alerts conformance venv deps system-deps clean
 
+# pip's and the build backend's chatter goes to $(VENV)/install.log, shown whole if it fails.
 $(BIN)/hwpoller: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $@
+	@echo "installing hwpoller and its test tools into $(VENV) (log: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/pip install --upgrade pip && $(BIN)/pip install -e '.[dev]'; } \
+	  > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $@
 
 venv: $(BIN)/hwpoller
 
@@ -23,7 +25,8 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    log=$$(mktemp); { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } \
+	      >$$log 2>&1 || { cat $$log; rm -f $$log; exit 1; }; rm -f $$log; \
 	  else \
 	    echo "please install:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; \
 	  fi; \
@@ -34,8 +37,10 @@ run: venv
 	$(BIN)/python -m poller.simulator.demo
 
 ## make test: unit and integration tests against real peers (snmpsim, snmpd, ipmi_sim, promtool)
+# Tests run PYTEST_WORKERS at a time (they mostly wait on peers); the 15 slowest are listed.
+PYTEST_WORKERS ?= 4
 test: venv system-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --durations=15
 
 lint: venv
 	$(BIN)/ruff check poller tests
@@ -63,10 +68,17 @@ bench: venv
 bench-alerts: venv system-deps
 	$(BIN)/python -m tests.bench.bench_alerts
 
-## make conformance: poll the LibreNMS corpus (../shared/corpus or CORPUS=DIR) and print the score
-CORPUS ?= ../shared/corpus
-conformance: venv
-	HWPOLLER_CORPUS=$(CORPUS) $(BIN)/python -m tests.conformance -v
+## make conformance CORPUS=DIR: poll an external corpus of real recordings (NAME.snmprec with
+## the sensors LibreNMS reads on it in NAME.librenms.json), print the score, fail below the bar
+CORPUS ?= $(HWPOLLER_CORPUS)
+conformance: venv system-deps
+	@if [ -z "$(CORPUS)" ]; then \
+	  echo "make conformance needs a corpus: make conformance CORPUS=DIR (or HWPOLLER_CORPUS=DIR)."; \
+	  echo "DIR holds NAME.snmprec walks, each with NAME.librenms.json beside it: the sensors"; \
+	  echo "LibreNMS discovers on that walk (see tests/conformance.py for the format)."; \
+	  exit 2; fi
+	HWPOLLER_CORPUS=$(CORPUS) $(BIN)/python -m pytest -q -p no:cacheprovider -m conformance -s \
+	  tests/test_conformance.py tests/test_snmp_wire.py
 
 ## make soak: the fault mix for SOAK_SECONDS (default 180); fds, threads, RSS, asyncio tasks at start and end
 SOAK_SECONDS ?= 180

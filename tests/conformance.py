@@ -1,12 +1,17 @@
 """Conformance against LibreNMS: poll real recordings with no profile given and check that every
 sensor LibreNMS discovers on them has an hwpoller reading of the same quantity and value.
 
-The recordings and LibreNMS's answers live outside the project (../shared/corpus, or the
-directory in HWPOLLER_CORPUS); nothing from them is copied here. Where hwpoller differs from
-LibreNMS on purpose, tests/conformance_exceptions/*.yaml say why, one line each.
+The recordings and LibreNMS's answers live outside the project: a directory of pairs
+`NAME.snmprec` (an snmpsim walk of a real device, as in LibreNMS's own test corpus) and
+`NAME.librenms.json` (a JSON list of the sensors LibreNMS discovers on that walk, each with
+sensor_class, sensor_descr, sensor_current, sensor_limit, sensor_limit_low, sensor_oid and
+sensor_index), named by the HWPOLLER_CORPUS environment variable. Nothing from them is copied
+here. Where hwpoller differs from LibreNMS on purpose, tests/conformance_exceptions/*.yaml say
+why, one line each.
 
-`python -m tests.conformance [--corpus DIR] [--only NAME...]` prints the score per device and
-in total; tests/test_conformance.py asserts it.
+`make conformance CORPUS=DIR` runs tests/test_conformance.py (and the corpus half of
+test_snmp_wire.py), which assert the bar below; `python -m tests.conformance [--corpus DIR]
+[--only NAME...]` prints the score per device and in total and exits 1 below the bar.
 """
 
 from __future__ import annotations
@@ -35,7 +40,53 @@ from poller.store import Store
 from tests.util import golden_exposition, snmp_config
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("HWPOLLER_CORPUS", ROOT.parent / "shared" / "corpus"))
+# Share of LibreNMS's sensors (those not excepted in tests/conformance_exceptions/, each
+# with its reason) that hwpoller must read with the same quantity and value.
+MIN_MATCHED = 0.95
+# Share of recordings at least one profile must recognise.
+MIN_RECOGNISED = 0.85
+# A guard against excepting misses away: at most 12 % of LibreNMS's sensors. (The largest
+# single rule is the InRow DX's 18 unscaled coolingUnit values.)
+MAX_EXCEPTED = 0.12
+# What to tell someone who runs the conformance lane without a corpus.
+HOW_TO_GET = (
+    "set HWPOLLER_CORPUS (or `make conformance CORPUS=DIR`) to a directory of NAME.snmprec "
+    "walks with NAME.librenms.json beside each: the sensors LibreNMS discovers on that walk "
+    "(LibreNMS's own test data has both: tests/snmpsim/*.snmprec, and the sensors in "
+    "tests/data/*.json; see the module docstring of tests/conformance.py for the format)"
+)
+
+
+class CorpusMissingError(RuntimeError):
+    """The conformance lane was asked for without a corpus to read."""
+
+
+def corpus_dir() -> Path:
+    """The external corpus named by HWPOLLER_CORPUS; CorpusMissingError says how to get one."""
+    value = os.environ.get("HWPOLLER_CORPUS", "").strip()
+    if not value:
+        raise CorpusMissingError(f"no conformance corpus: {HOW_TO_GET}")
+    path = Path(value)
+    if not any(path.glob("*.librenms.json")):
+        raise CorpusMissingError(f"no NAME.librenms.json files in {path}: {HOW_TO_GET}")
+    return path
+
+
+def below_bar(totals: dict[str, int]) -> list[str]:
+    """Why the totals miss the bar (empty when they meet it)."""
+    wanted = totals["matched"] + totals["missed"]
+    problems = []
+    if totals["matched"] < MIN_MATCHED * wanted:
+        problems.append(f"matched {totals['matched']}/{wanted}, below {MIN_MATCHED:.0%}")
+    if totals["recognised"] < MIN_RECOGNISED * totals["devices"]:
+        problems.append(
+            f"recognised {totals['recognised']}/{totals['devices']}, below {MIN_RECOGNISED:.0%}"
+        )
+    if totals["excepted"] > MAX_EXCEPTED * totals["sensors"]:
+        problems.append(f"excepted {totals['excepted']}, above {MAX_EXCEPTED:.0%} of sensors")
+    return problems
+
+
 EXCEPTIONS = Path(__file__).resolve().parent / "conformance_exceptions"
 
 # LibreNMS class -> (quantity, factor to base units, absolute tolerance in base units).
@@ -106,7 +157,7 @@ class DeviceScore:
         return self.result.success
 
 
-def recordings(corpus: Path = CORPUS, only: Iterable[str] = ()) -> list[str]:
+def recordings(corpus: Path, only: Iterable[str] = ()) -> list[str]:
     """Names of the recordings that have a LibreNMS answer beside them."""
     names = sorted(p.name.removesuffix(".librenms.json") for p in corpus.glob("*.librenms.json"))
     wanted = set(only)
@@ -193,7 +244,7 @@ async def _poll(config: Config, profiles: ProfileSet) -> tuple[PollResult, int]:
 async def score_all(
     sim: SnmpSim,
     names: Sequence[str],
-    corpus: Path = CORPUS,
+    corpus: Path,
     profiles: ProfileSet | None = None,
     parallel: int = 6,
 ) -> list[DeviceScore]:
@@ -275,10 +326,16 @@ def report(scores: Sequence[DeviceScore], verbose: bool = False) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the corpus with snmpsim, poll it, print the score."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--corpus", type=Path, default=None, help="default: $HWPOLLER_CORPUS")
     parser.add_argument("--only", nargs="*", default=[])
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if args.corpus is None:
+        try:
+            args.corpus = corpus_dir()
+        except CorpusMissingError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     names = recordings(args.corpus, args.only)
     if not names:
         print(f"no recordings in {args.corpus}", file=sys.stderr)
@@ -290,7 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sim.stop()
     print(report(scores, verbose=args.verbose))
-    return 0
+    problems = below_bar(summary(scores)) if not args.only else []
+    for problem in problems:
+        print(f"below the bar: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

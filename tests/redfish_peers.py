@@ -15,7 +15,8 @@ from typing import Any
 
 from tests.util import require
 
-MOCKUP = Path(__file__).resolve().parents[2] / "shared" / "redfish" / "public-rackmount1"
+# The DMTF public-rackmount1 mockup, shipped in the tests with its licence (BSD-3).
+MOCKUP = Path(__file__).resolve().parent / "fixtures" / "redfish" / "public-rackmount1"
 FIXTURES = Path(__file__).parent / "fixtures" / "redfish"
 
 

@@ -1,4 +1,5 @@
-"""`make run` (python -m poller.simulator.demo) brings all nine simulated devices up quickly."""
+"""`make run` (python -m poller.simulator.demo) brings all nine simulated devices (fifteen
+targets) up quickly, quietly, on the event loop `hwpoller run` uses."""
 
 from __future__ import annotations
 
@@ -66,6 +67,11 @@ def test_demo_serves_every_simulated_device_within_30s(tmp_path: Path) -> None:
         assert re.search(r'^hw_leak_detected\{device="envmon-1".*\} 0\.0$', body, re.M), body
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0
+        text = (tmp_path / "demo.log").read_text()
+        # A clean start says nothing but INFO: no false warning about any target.
+        assert not re.search(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback", text), text
+        assert f"9 simulated devices ({len(devices)} targets)" in text, text
+        assert "(event loop: uvloop)" in text, text
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,22 +1,23 @@
 """`make run`: the simulated server room, polled by hwpoller, until Ctrl-C.
 
-Nine simulated devices (six server BMCs over RMCP+, a UPS, a CRAC and an environmental
-monitor over SNMP) run in this process on loopback, pure Python, no hardware and no other
-programs; hwpoller polls them through its real drivers and serves /metrics.
+The simulated room (six server BMCs over RMCP+ and, unless --no-redfish, over Redfish too; a
+UPS, a CRAC and an environmental monitor over SNMP) runs in this process on loopback, pure
+Python, no hardware and no other programs; hwpoller polls them through its real drivers, on
+the event loop `hwpoller run` uses, and serves /metrics.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import tempfile
 from pathlib import Path
 
+from poller import loop as event_loop
 from poller.app import serve, setup_logging
 from poller.http import WebConfig
-from poller.simulator.room import SimulatedRoom
+from poller.simulator.room import SNMP_DEVICES, SimulatedRoom
 from poller.simulator.scenarios import SCENARIOS
 
 log = logging.getLogger("hwpoller.demo")
@@ -32,7 +33,15 @@ async def run_demo(
         with tempfile.TemporaryDirectory(prefix="hwpoller-demo-") as tmp:
             config = Path(tmp) / "hwpoller.yml"
             room.write_config(config, interval=interval, listen=listen)
-            log.info("%d simulated devices; config written to %s", len(room.devices), config)
+            # The servers' BMCs answer on two protocols when Redfish is on: one device, two
+            # targets. Count both, as the docs do.
+            devices = len(room.model.servers) + len(SNMP_DEVICES)
+            log.info(
+                "%d simulated devices (%d targets); config written to %s",
+                devices,
+                len(room.devices),
+                config,
+            )
             log.info("open http://%s/ (status) and http://%s/metrics", listen, listen)
             return await serve(str(config), listen, WebConfig())
     finally:
@@ -54,11 +63,19 @@ def main() -> int:
         help="also poll every server's BMC over Redfish (default; --no-redfish or "
         "HWPOLLER_DEMO_REDFISH=0 to leave them out)",
     )
+    parser.add_argument(
+        "--event-loop",
+        dest="event_loop",
+        default=event_loop.DEFAULT,
+        choices=event_loop.EVENT_LOOPS,
+        help=f"the event loop, as for hwpoller run (default {event_loop.DEFAULT})",
+    )
     args = parser.parse_args()
     setup_logging("info")
     try:
-        return asyncio.run(
-            run_demo(args.scenario, args.speed, args.listen, args.interval, args.redfish)
+        return event_loop.run(
+            run_demo(args.scenario, args.speed, args.listen, args.interval, args.redfish),
+            args.event_loop,
         )
     except KeyboardInterrupt:
         return 0

@@ -1,4 +1,5 @@
-"""The simulated server room: nine devices on loopback, a scenario clock, and its config.
+"""The simulated server room: nine devices (15 targets with Redfish) on loopback, a scenario
+clock, and its config.
 
 The room is the one that motivated hwpoller: six servers in two racks (three Dell and three
 Supermicro BMCs), one APC UPS, one Liebert CRAC and one NetBotz environmental monitor with

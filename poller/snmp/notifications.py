@@ -40,8 +40,9 @@ from pysnmp.proto import rfc1902
 from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message
 from pysnmp.proto.secmod.rfc3414.service import UsmSecurityParameters
 
+from poller import protocols
 from poller.config import Config
-from poller.config_values import parse_listen_address, split_address
+from poller.config_values import parse_listen_address
 from poller.exporter import exposition
 from poller.scheduler import Scheduler
 from poller.snmp.auth import SnmpAuth
@@ -468,10 +469,12 @@ class NotificationReceiver:
         by_ip: dict[str, list[_Known]] = {}
         named: dict[str, list[_Known]] = {}  # host names to resolve -> their targets
         for target in config.targets:
-            default = 161 if target.protocol == "snmp" else 623
+            # Each protocol's own parser: a Redfish address may be a URL, whose host is
+            # what sends the notification (splitting it as host:port named no host).
+            spec = protocols.get(target.protocol)
             try:
-                host, port = split_address(target.address, default)
-            except ValueError:
+                host, port = spec.parse_address(target.address, spec.default_port)
+            except (ValueError, KeyError):
                 continue
             auth = config.auths.get(target.auth)
             user = auth.username if isinstance(auth, SnmpAuth) and auth.version == "3" else None
