@@ -25,8 +25,9 @@ from poller.config import parse_config
 from poller.discover import command
 from poller.discover.detect import Credentials, Discovered
 from poller.discover.output import ProgressLine, render_config, target_names
+from poller.discover.probes import Endpoint, Found, SnmpProbe
 from poller.discover.ranges import MAX_ADDRESSES, RangeError, parse_ranges
-from poller.discover.scan import Endpoint, Found, Scanner, SnmpProbe
+from poller.discover.scan import Scanner
 from poller.simulator.ipmi_bmc import USERS as IPMI_USERS
 from poller.simulator.redfish_bmc import USERS as REDFISH_USERS
 from poller.simulator.room import BMC_USER, COMMUNITY, RoomThread, SimulatedRoom

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from poller.discover.scan import Probe
+    from poller.discover.probes import Probe
 
 # Bounds of the flags: a typo must not become a flood (or a scan that never ends).
 MAX_RATE = 10_000.0
@@ -245,7 +245,7 @@ async def discover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _probes(args: argparse.Namespace, protocols: Sequence[str], community: str) -> list[Probe]:
     """The presence probe of each protocol there are credentials for, on its ports."""
-    from poller.discover.scan import IpmiProbe, RedfishProbe, SnmpProbe  # noqa: PLC0415
+    from poller.discover.probes import IpmiProbe, RedfishProbe, SnmpProbe  # noqa: PLC0415
 
     probes: list[Probe] = []
     for protocol in protocols:

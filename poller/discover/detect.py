@@ -20,7 +20,7 @@ import yaml
 
 from poller import protocols
 from poller.config import Config, parse_config
-from poller.discover.scan import Endpoint, Found
+from poller.discover.probes import Endpoint, Found
 from poller.driver import DriverContext, PollSpec, driver_for
 from poller.profiles import ProfileSet
 from poller.scheduler import TargetRunner

@@ -12,7 +12,7 @@ import yaml
 
 from poller import protocols
 from poller.discover.detect import AUTH_NAMES, Discovered
-from poller.discover.scan import Endpoint, Found, clean
+from poller.discover.probes import Endpoint, Found, clean
 
 # Service-root names that say nothing about the device (most BMCs use one of these).
 _GENERIC_NAMES = frozenset({"", "root service", "redfish root service", "service root", "root"})
