@@ -435,3 +435,25 @@ def test_progress_line_rewrites_one_line() -> None:
     text = stream.getvalue()
     assert "2/10" not in text and "5/10 probes, 1 found" in text and "10/10" in text
     assert "\n" not in text and text.endswith("\r")
+
+
+def test_usage_errors_are_refused_before_scanning(
+    secrets: Secrets, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    existing = tmp_path / "hwpoller.yml"
+    existing.write_text("targets: []\n", encoding="utf-8")
+    cases = [
+        ([HOST], "give credentials for at least one protocol"),
+        ([HOST, "--ipmi-user", "monitor"], "--ipmi-user and --ipmi-password-file go together"),
+        (
+            [HOST, "--community-file", str(secrets.community), "--config-out", str(existing)],
+            "pass --overwrite",
+        ),
+    ]
+    for argv, message in cases:
+        assert main(["discover", *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert existing.read_text(encoding="utf-8") == "targets: []\n"
+    missing = tmp_path / "no-such-file"
+    assert main(["discover", HOST, "--community-file", str(missing)]) == 1
+    assert f"community_file: cannot read {missing}" in capsys.readouterr().err

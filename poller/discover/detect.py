@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from poller.driver import DriverContext, PollSpec, driver_for
 from poller.profiles import ProfileSet
 from poller.scheduler import TargetRunner
 from poller.store import Store
+
+log = logging.getLogger("hwpoller.discover")
 
 AUTH_NAMES = {"snmp": "discovered-snmp", "ipmi": "discovered-ipmi", "redfish": "discovered-redfish"}
 # Detection polls at once: each IPMI one holds a thread, each login a BMC session.
@@ -194,7 +197,12 @@ async def detect(
                     )
                 spec = dataclasses.replace(spec, timeout=min(spec.timeout, remaining))
             store.register(target.name, target.protocol, {}, ())
-            runner = TargetRunner(spec, {}, driver_for(spec, context), store, 0, 0)
+            try:
+                driver = driver_for(spec, context)
+            except Exception as exc:  # a bug for one device must not end the discovery
+                log.error("cannot create the driver of %s", target.name, exc_info=True)
+                return dataclasses.replace(base, reason="internal", message=type(exc).__name__)
+            runner = TargetRunner(spec, {}, driver, store, 0, 0)
             try:
                 result = await runner.poll_once()
             finally:

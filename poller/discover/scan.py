@@ -109,9 +109,9 @@ class Scanner:
             if self._progress is not None:
                 self._progress(state["done"], total, len(found))
 
-        for probe in self._probes:
-            await probe.open()
         try:
+            for probe in self._probes:
+                await probe.open()
             for probe, host, port in self._jobs(addresses):
                 await self._limiter.wait()
                 if self._clock() >= deadline:
