@@ -9,7 +9,8 @@ import logging
 import resource
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from poller import __version__
 from poller.config import Config, check_profiles, load_config
@@ -22,6 +23,9 @@ from poller.model import PollResult
 from poller.profiles import ProfileSet, load_profiles
 from poller.scheduler import Scheduler, TargetRunner
 from poller.store import Store
+
+if TYPE_CHECKING:
+    from poller.cluster.wiring import ClusterMember
 
 log = logging.getLogger("hwpoller")
 
@@ -57,10 +61,14 @@ def setup_logging(level: str) -> None:
 
 
 async def reload_config(
-    config_path: str, scheduler: Scheduler, log_level_fixed: bool = True
+    config_path: str,
+    scheduler: Scheduler,
+    log_level_fixed: bool = True,
+    owned: Callable[[Config], Config] | None = None,
 ) -> Config | None:
     """Re-read the config file and apply it; on any error keep the running config. Targets
-    whose settings did not change keep polling, with their sessions."""
+    whose settings did not change keep polling, with their sessions. `owned` (cluster mode)
+    narrows a config to the targets this member polls."""
     try:
         # Reading and validating a big file takes a while; in a thread, polls and their
         # deadlines keep running on the event loop meanwhile.
@@ -73,7 +81,7 @@ async def reload_config(
         return None
     if not log_level_fixed:
         logging.getLogger().setLevel(new_config.settings.log_level.upper())
-    restarted = await scheduler.apply(new_config, new_profiles)
+    restarted = await scheduler.apply(owned(new_config) if owned else new_config, new_profiles)
     log.info(
         "reloaded %s: %d targets, %d restarted",
         config_path,
@@ -97,17 +105,27 @@ async def serve(
     raise_open_files_limit()
     store = Store()
     attach_exposition(store)  # each target's text is rendered by its poll, not by a scrape
-    scheduler = Scheduler(config, profiles, store)
+    # One reload (or ownership change) at a time: SIGHUPs sent in a burst apply in order,
+    # never interleaved with each other or with targets moving between cluster members.
+    reloading = asyncio.Lock()
+    cluster = await _join_cluster(config, reloading)
+    if cluster is None:
+        scheduler = Scheduler(config, profiles, store)
+    else:
+        scheduler = Scheduler(cluster.scheduled(), profiles, store, cluster.make_driver)
     address = listen or config.settings.listen_address
     # Bound before polling starts: a port in use is reported (one line, exit 1) by main().
     # Imported here: pysnmp is only needed by `run`.
     from poller.snmp.notifications import NotificationReceiver  # noqa: PLC0415
 
     receiver = NotificationReceiver(scheduler)
-    server = HttpServer(address, store, receiver.exposition, web)
+    render = cluster.render(receiver.exposition) if cluster else receiver.exposition
+    server = HttpServer(address, store, render, web)
     await scheduler.start()
     server.start()
     await receiver.start(config)
+    if cluster is not None:
+        cluster.attach(scheduler)
     loop = asyncio.get_running_loop()
     log.info(
         "hwpoller %s polling %d targets, serving http://%s/metrics (event loop: %s)",
@@ -118,12 +136,11 @@ async def serve(
     )
     stop = asyncio.Event()
 
-    # One reload at a time: SIGHUPs sent in a burst apply in order, never interleaved.
-    reloading = asyncio.Lock()
-
     async def reload() -> None:
         async with reloading:
-            new_config = await reload_config(config_path, scheduler, log_level_fixed)
+            new_config = await reload_config(
+                config_path, scheduler, log_level_fixed, cluster.narrow if cluster else None
+            )
             if new_config:
                 await receiver.update(new_config)
             if new_config and listen is None and new_config.settings.listen_address != address:
@@ -142,10 +159,24 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, start_reload)
     await stop.wait()
     log.info("shutting down")
+    if cluster is not None:
+        await cluster.stop()  # the lease goes back first: the others take over at once
     server.stop()
     receiver.stop()
     await scheduler.stop()
     return 0
+
+
+async def _join_cluster(config: Config, lock: asyncio.Lock) -> ClusterMember | None:
+    """In cluster mode, join (None when the config has no `cluster:` section)."""
+    if config.cluster is None:
+        return None
+    # Imported here: standalone hwpoller never loads the cluster code.
+    from poller.cluster.wiring import ClusterMember  # noqa: PLC0415
+
+    cluster = ClusterMember(config, lock)
+    await cluster.join()
+    return cluster
 
 
 def _print_readings(result: PollResult, requests: object = None) -> None:

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from poller import protocols
+from poller.cluster.settings import ClusterSettings
 from poller.config_values import (
     MAX_CONFIG_BYTES,
     MAX_NAME,
@@ -276,6 +277,8 @@ class Config(StrictModel):
     settings: Settings = Field(default_factory=Settings)
     auths: dict[Name, Auth] = Field(default_factory=dict)
     targets: list[Target] = Field(default_factory=list)
+    # Optional: members sharing the targets through etcd (docs/cluster.md). None: standalone.
+    cluster: ClusterSettings | None = None
     source: str = ""  # the file it came from, for messages
 
     def auth_for(self, target: TargetBase) -> BaseModel:
