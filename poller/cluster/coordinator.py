@@ -71,7 +71,7 @@ class Coordinator:
             context = ssl_context(settings.ca_file, settings.cert_file, settings.key_file)
         password = settings.password.get_secret_value() if settings.password else None
         self.client = EtcdClient(
-            settings.etcd, settings.request_timeout, context, settings.username, password
+            settings.etcd, settings.timeout(), context, settings.username, password
         )
         self._ttl = int(settings.lease_ttl)
         self._members_prefix = f"{settings.prefix}/members/"

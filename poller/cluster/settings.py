@@ -64,9 +64,10 @@ class ClusterSettings(StrictModel):
     # etcd's own authentication (`etcdctl user add`); the password never inline by necessity.
     username: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
     password: SecretStr | None = None
-    # Seconds one etcd request may take before the next endpoint is tried.
-    request_timeout: Annotated[float, BeforeValidator(parse_duration)] = Field(
-        default=2.0, gt=0, le=30
+    # Seconds one etcd request may take before the next endpoint is tried; default 2s, or
+    # a quarter of lease_ttl when that is shorter (a refresh must fit within the lease).
+    request_timeout: Annotated[float | None, BeforeValidator(parse_duration)] = Field(
+        default=None, gt=0, le=30
     )
 
     @model_validator(mode="before")
@@ -83,8 +84,12 @@ class ClusterSettings(StrictModel):
         tls = any(e.startswith("https://") for e in self.etcd)
         if not tls and (self.ca_file or self.cert_file):
             raise ValueError("ca_file/cert_file/key_file need https:// endpoints")
-        if self.request_timeout >= self.lease_ttl / 2:
+        if self.request_timeout is not None and self.request_timeout >= self.lease_ttl / 2:
             raise ValueError(
                 f"request_timeout ({self.request_timeout:g}s) must be under half of lease_ttl"
             )
         return self
+
+    def timeout(self) -> float:
+        """The etcd request timeout in seconds."""
+        return self.request_timeout or min(2.0, self.lease_ttl / 4)
