@@ -37,10 +37,12 @@ run: venv
 	$(BIN)/python -m poller.simulator.demo
 
 ## make test: unit and integration tests against real peers (snmpsim, snmpd, ipmi_sim, promtool)
-# Tests run PYTEST_WORKERS at a time (they mostly wait on peers); the 15 slowest are listed.
+# Tests run PYTEST_WORKERS at a time (they mostly wait on peers), longest first and a module
+# that starts shared peers on one worker (tests/conftest.py); the 15 slowest are listed.
 PYTEST_WORKERS ?= 4
 test: venv system-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) \
+	  --dist loadgroup --no-loadscope-reorder --durations=15
 
 lint: venv
 	$(BIN)/ruff check poller tests

@@ -95,6 +95,7 @@ def wait_for_alerts(
     raise AssertionError(f"alerts {sorted(wanted - set(seen))} never became active; saw {seen}")
 
 
+@pytest.mark.slow(15)
 @pytest.mark.parametrize(
     ("scenario", "wanted"),
     [
@@ -125,6 +126,7 @@ def test_incident_raises_its_alert(tmp_path: Path, scenario: str, wanted: set[st
             assert {a["labels"]["device"] for a in fan} == {"web-2-bmc"}
 
 
+@pytest.mark.slow(40)
 def test_one_leak_pages_once(tmp_path: Path) -> None:
     """The wet rope's failed status raises no ComponentFailed beside WaterLeakDetected, and
     the leak alert neither resolves nor fires again while the rope stays wet."""
@@ -145,6 +147,7 @@ def test_one_leak_pages_once(tmp_path: Path) -> None:
             time.sleep(1)
 
 
+@pytest.mark.slow(230)
 @pytest.mark.timeout(600)
 def test_crac_failure_raises_rising_fast_once(tmp_path: Path) -> None:
     """The room keeps warming after the CRAC fails: each inlet's InletTemperatureRisingFast
@@ -170,6 +173,7 @@ def test_crac_failure_raises_rising_fast_once(tmp_path: Path) -> None:
         assert len(first) >= 6  # every BMC inlet (and the NetBotz front sensor, if located so)
 
 
+@pytest.mark.slow(50)
 def test_quiet_room_fires_only_the_watchdog(tmp_path: Path) -> None:
     with monitored_room(tmp_path, "quiet", speed=30) as prom:
         wait_for_alerts(prom, {WATCHDOG})
@@ -200,6 +204,7 @@ def dashboard_queries(dashboard: dict) -> tuple[list[tuple[str, str]], dict[str,
     return exprs, variables
 
 
+@pytest.mark.slow(16)
 def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
     # A room with something to show on every panel: water on the floor (an alert firing at
     # once, a leak sensor failed) and one device that stopped answering.

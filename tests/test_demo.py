@@ -38,6 +38,7 @@ DEVICES = {
 }
 
 
+@pytest.mark.slow(15)
 def test_demo_serves_every_simulated_device_within_30s(tmp_path: Path) -> None:
     port = free_tcp_port()
     devices = DEVICES

@@ -196,6 +196,7 @@ def device_error_logs(records: list[logging.LogRecord]) -> list[str]:
     return bad
 
 
+@pytest.mark.slow(28)
 def test_fault_mix_healthy_stay_fresh_bad_keep_retrying(
     snmpsim: SnmpSim, peers: dict[str, HostilePeer], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -255,6 +256,7 @@ def metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+@pytest.mark.slow(14)
 def test_hwpoller_run_survives_the_fault_mix_and_exits_0_on_sigterm(
     snmpsim: SnmpSim, peers: dict[str, HostilePeer], tmp_path: Path
 ) -> None:
@@ -336,6 +338,7 @@ def warm_up(sim: SnmpSim, communities: tuple[str, ...], profiles: ProfileSet) ->
         assert result.success, (community, result.reason, result.message)
 
 
+@pytest.mark.slow(60)
 def test_two_hundred_targets_fault_mix(caplog: pytest.LogCaptureFixture) -> None:
     """120 healthy, 40 black-holed, 20 slow and 20 malformed targets for ~1 min: no healthy
     poll is missed, every bad target fails with its reason and keeps being retried.

@@ -124,6 +124,7 @@ def test_silent_bmc_is_timeout() -> None:
         sim.stop()
 
 
+@pytest.mark.slow(22)
 def test_reconnects_after_bmc_restart(sim: IpmiSim) -> None:
     async def body(runner: TargetRunner, driver: IpmiDriver) -> tuple[list[str], PollResult]:
         first = await runner.poll_once()

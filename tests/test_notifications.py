@@ -26,7 +26,8 @@ from tests.test_run_e2e import fetch, free_tcp_port
 from tests.test_simulator_scenarios import Samples, select, value
 from tests.util import require
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+# slow(6) each: the module (one shared poller and three snmpd) takes ~40 s on one worker.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240), pytest.mark.slow(6)]
 
 COMMUNITY = "trap-test-community"
 V3_USER = "trapper"

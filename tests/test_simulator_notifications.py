@@ -37,6 +37,7 @@ def _alarm(s: Samples) -> bool:
     return value(s, "hw_status", device="crac-1", sensor="alarms", state="failed") == 1
 
 
+@pytest.mark.slow(40)
 @pytest.mark.parametrize(
     ("scenario", "device", "changed"),
     [("roof-leak", "envmon-1", _leak), ("mains-loss", "ups-1", _battery),

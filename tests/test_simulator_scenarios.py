@@ -152,6 +152,7 @@ def polled_room(
         assert stop(proc) == 0, (tmp_path / "poller.log").read_text()
 
 
+@pytest.mark.slow(15)
 def test_roof_leak_trips_the_rope_under_rack_a_and_humidity_climbs(tmp_path: Path) -> None:
     with polled_room(tmp_path, "roof-leak", speed=30) as (room, poller):
         if not room.model.log:  # polled before the water came: everything dry
@@ -187,6 +188,7 @@ def test_roof_leak_trips_the_rope_under_rack_a_and_humidity_climbs(tmp_path: Pat
         )
 
 
+@pytest.mark.slow(15)
 def test_crac_failure_raises_supply_air_and_inlets_about_1c_per_minute(tmp_path: Path) -> None:
     speed = 30.0
     with polled_room(tmp_path, "crac-failure", speed=speed) as (room, poller):
@@ -238,6 +240,7 @@ def test_fan_failure_marks_that_fan_failed(tmp_path: Path) -> None:
         assert not others, others
 
 
+@pytest.mark.slow(19)
 def test_mains_loss_runs_on_battery_then_returns_to_utility(tmp_path: Path) -> None:
     ups = {"device": "ups-1"}
     with polled_room(tmp_path, "mains-loss", speed=40) as (room, poller):
@@ -265,6 +268,7 @@ def test_mains_loss_runs_on_battery_then_returns_to_utility(tmp_path: Path) -> N
         assert [what for _, what in room.model.log] == ["mains power fails", "mains power returns"]
 
 
+@pytest.mark.slow(15)
 def test_simulate_command_quiet_room_has_no_faults(tmp_path: Path) -> None:
     """`hwpoller simulate` as a process: its config polls clean, and nothing ever fails."""
     config = tmp_path / "sim.yml"

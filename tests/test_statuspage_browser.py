@@ -253,6 +253,7 @@ def check_leak_lines(lines: list[dict[str, Any]]) -> None:
         assert line["inside"], line
 
 
+@pytest.mark.slow(43)
 def test_roof_leak_turns_rack_a_to_leak_live(tmp_path: Path) -> None:
     """The simulated room in roof-leak (its servers' BMCs over IPMI and Redfish, as `make
     run` has it), polled by `hwpoller run`, with one UPS unplugged in rack C: rack A (the wet
