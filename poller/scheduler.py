@@ -114,6 +114,9 @@ class TargetRunner:
         # Set by poll_soon(): ends the run loop's sleep early.
         self._wake = asyncio.Event()
         self._last_extra: float | None = None
+        # When the next poll is due (monotonic), None before the run loop has planned one;
+        # a runner that replaces this one on reload keeps it (inherit).
+        self.next_due: float | None = None
 
     def retune(self, jitter: float, max_backoff: float) -> None:
         """Take new jitter and backoff settings without restarting."""
@@ -127,6 +130,15 @@ class TargetRunner:
         self._partial = previous._partial
         self._down_reason = previous._down_reason
         self._logged_internal = previous._logged_internal
+        self._last_extra = previous._last_extra
+
+    def inherited_delay(self, previous: TargetRunner) -> float | None:
+        """Seconds until the poll the replaced runner had planned (0 if it is due or was in
+        flight), so that frequent reloads do not push polling back; None when the interval
+        changed (the old plan means nothing then) or no poll was planned yet."""
+        if previous.next_due is None or previous.spec.interval != self.spec.interval:
+            return None
+        return max(0.0, previous.next_due - time.monotonic())
 
     @property
     def failures(self) -> int:
@@ -149,9 +161,12 @@ class TargetRunner:
         loop, short of cancellation by the scheduler and KeyboardInterrupt/SystemExit."""
         if first_delay is None:
             first_delay = random.uniform(0, min(self.spec.interval, spread))
-        await self._sleep_until(time.monotonic() + first_delay)
+        self.next_due = time.monotonic() + first_delay
+        await self._sleep_until(self.next_due)
         while not self.stopping:
             started = time.monotonic()
+            # While a poll runs, it is the one due: a runner replaced now polls at once.
+            self.next_due = started
             try:
                 await self.poll_once()
             except _FATAL:
@@ -162,7 +177,8 @@ class TargetRunner:
                 self.record_internal("a poll was cancelled from outside the scheduler")
             except BaseException:  # noqa: BLE001 - a bug in bookkeeping must not end polling
                 self.record_internal("unexpected error after a poll", exc_info=True)
-            await self._sleep_until(started + self.next_delay())
+            self.next_due = started + self.next_delay()
+            await self._sleep_until(self.next_due)
 
     def poll_soon(self) -> bool:
         """Poll now instead of at the next scheduled time (the device sent a notification);
@@ -363,7 +379,7 @@ class Scheduler:
         what it polls changed: its own resolved settings, its protocol's profiles or its
         protocol's shared settings (a concurrency cap). Labels, jitter and backoff change in
         place. Replaced runners keep their up/down state, so a reload does not log every
-        down target again."""
+        down target again, and their next poll's due time unless their interval changed."""
         old = self._config
         changed: set[str] = set()  # protocols whose runners all restart
         if profiles is not None:
@@ -408,10 +424,14 @@ class Scheduler:
             if name in self._runners:
                 continue
             runner = self._runner(config, target)
+            first_delay = None
             if name in carried:
                 runner.inherit(carried[name])
+                # A restarted runner keeps its place in the schedule: reloads that come
+                # every few seconds (config management) must not starve its polls.
+                first_delay = runner.inherited_delay(carried[name])
             self._runners[name] = runner
-            self._start_task(name, runner, spread=spread)
+            self._start_task(name, runner, first_delay=first_delay, spread=spread)
             started += 1
         return started
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -402,3 +403,63 @@ def test_backoff_is_spread_wider_than_the_interval_jitter() -> None:
     delays = [runner.next_delay() for _ in range(400)]
     assert min(delays) >= interval * 0.9
     assert max(delays) > interval * 1.15
+
+
+def test_frequent_reloads_keep_each_restarted_runners_schedule() -> None:
+    """Two configs that differ only in the timeout (so the runner restarts) pushed every
+    0.3 s: the target still polls once per interval, at the times its schedule says, instead
+    of starting over with a new random first delay at every reload."""
+    polls: list[float] = []
+
+    class Timed(Scripted):
+        async def poll(self) -> DeviceData:
+            polls.append(asyncio.get_running_loop().time())
+            return await super().poll()
+
+    def make(spec: PollSpec, context: DriverContext) -> Driver:
+        return Timed(["ok"])  # type: ignore[return-value]
+
+    async def go() -> None:
+        configs = [config_for(["t"], "1.5s", "0.3s"), config_for(["t"], "1.5s", "0.4s")]
+        scheduler = Scheduler(configs[0], load_profiles(), Store(), make_driver=make)  # type: ignore[arg-type]
+        await scheduler.start()
+        await until(lambda: len(polls) >= 1)
+        for i in range(20):  # 6 s of reloads, each one restarting the runner
+            await asyncio.sleep(0.3)
+            assert await scheduler.apply(configs[(i + 1) % 2]) == 1  # type: ignore[arg-type]
+        await scheduler.stop()
+
+    asyncio.run(go())
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
+    assert len(polls) >= 4, polls
+    # jitter 0: every gap is the interval (a reload never polls early or late).
+    assert all(abs(gap - 1.5) < 0.2 for gap in gaps), gaps
+
+
+def test_a_changed_interval_starts_a_new_schedule() -> None:
+    runner_config = config_for(["t"], "1s")
+    target = runner_config.targets[0]  # type: ignore[attr-defined]
+    store = Store()
+    store.register("t", "snmp", {})
+    old = TargetRunner(
+        PollSpec.from_config(runner_config, target), {}, Scripted(["ok"]), store, 0, 300
+    )  # type: ignore[arg-type]
+    old.next_due = 10**9  # far away: whatever the clock, not due yet
+    same = TargetRunner(
+        PollSpec.from_config(runner_config, target), {}, Scripted(["ok"]), store, 0, 300
+    )  # type: ignore[arg-type]
+    assert same.inherited_delay(old) is not None and same.inherited_delay(old) > 0  # type: ignore[operator]
+    other_config = config_for(["t"], "2s")
+    other = TargetRunner(
+        PollSpec.from_config(other_config, other_config.targets[0]),
+        {},
+        Scripted(["ok"]),
+        store,
+        0,
+        300,
+    )  # type: ignore[arg-type, attr-defined]
+    assert other.inherited_delay(old) is None
+    fresh = TargetRunner(
+        PollSpec.from_config(runner_config, target), {}, Scripted(["ok"]), store, 0, 300
+    )  # type: ignore[arg-type]
+    assert same.inherited_delay(fresh) is None  # nothing planned yet
