@@ -7,7 +7,7 @@ APT_PACKAGES := snmpd snmp openipmi ipmitool freeipmi-tools prometheus prometheu
 # The Go exporters the benchmarks compare against (make bench only).
 BENCH_APT_PACKAGES := prometheus-snmp-exporter prometheus-ipmi-exporter
 
-.PHONY: run test lint bench bench-alerts conformance venv deps system-deps clean
+.PHONY: run test lint bench bench-alerts conformance fuzz venv deps system-deps clean
 
 # pip's and the build backend's chatter goes to $(VENV)/install.log, shown whole if it fails.
 $(BIN)/hwpoller: pyproject.toml
@@ -81,6 +81,13 @@ conformance: venv system-deps
 	  exit 2; fi
 	HWPOLLER_CORPUS=$(CORPUS) $(BIN)/python -m pytest -q -p no:cacheprovider -m conformance -s \
 	  tests/test_conformance.py tests/test_snmp_wire.py
+
+## make fuzz: the fuzzing tests (SNMP, IPMI, Redfish answers; config files) with FUZZ_EXAMPLES
+## examples each instead of make test's few dozen
+FUZZ_EXAMPLES ?= 1000
+fuzz: venv system-deps
+	HWPOLLER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  $(wildcard tests/test_*fuzz*.py)
 
 ## make soak: the fault mix for SOAK_SECONDS (default 180); fds, threads, RSS, asyncio tasks at start and end
 SOAK_SECONDS ?= 180

@@ -3,6 +3,7 @@ quickly. Never another exception, never a hang."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,8 +22,10 @@ pytestmark = pytest.mark.fault  # hostile input
 
 # Each example must finish well inside this; the whole file takes a few seconds.
 LIMIT_SECONDS = 2.0
+# 80 examples per test in make test; HWPOLLER_FUZZ_EXAMPLES (make fuzz) for more.
+EXAMPLES = int(os.environ.get("HWPOLLER_FUZZ_EXAMPLES", "80"))
 FUZZ = settings(
-    max_examples=80,
+    max_examples=EXAMPLES,
     deadline=None,  # timed by hand below, so a slow shared machine does not make it flaky
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -137,7 +140,7 @@ def test_mutated_good_config(edits: list[tuple[int, int, str]]) -> None:
     check_text(text)
 
 
-@settings(max_examples=80, deadline=None, database=None)
+@settings(max_examples=EXAMPLES, deadline=None, database=None)
 @given(st.binary(max_size=2000) | st.text(max_size=500).map(lambda t: t.encode("utf-16")))
 def test_any_bytes_from_a_file(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,11 +1,15 @@
-"""Fuzz the SNMP transport seam: generated reply datagrams, sent by a loopback peer to a real
-gufo-snmp session, polled through the real SNMP driver and profile. Whatever comes back,
-the poll ends by itself, quickly, with success or a DeviceError (a reason for the metrics),
-never with any other exception (issue 10)."""
+"""Fuzz the SNMP transport seam: generated reply datagrams, sent by a loopback peer, polled
+through the real SNMP driver, profile and the scheduler's poll (TargetRunner.poll_once, as
+`hwpoller run` polls). Whatever comes back, the poll ends by itself, quickly, with readings or
+a reason other than `internal` (issues 10 and 28); the exposition of whatever came out encodes
+and passes `promtool check metrics`; and a healthy target polled at the same time in the same
+event loop is unaffected. HWPOLLER_FUZZ_EXAMPLES (make fuzz) sets the examples per test.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,10 +23,14 @@ from pysnmp.proto import api, rfc1902, rfc1905
 
 from poller.config import parse_config
 from poller.driver import DriverContext, PollSpec
-from poller.errors import REASONS, DeviceError
+from poller.errors import REASONS
+from poller.model import PollResult
 from poller.profiles import ProfileSet, load_profiles
+from poller.scheduler import TargetRunner
 from poller.snmp.driver import SnmpDriver
+from poller.store import Store
 from tests.hostile import PANIC_REPLY, Responder
+from tests.util import golden_exposition, promtool_check_metrics
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -111,27 +119,33 @@ def peer() -> Iterator[Responder]:
         yield started
 
 
+def _valid_answer(request: bytes) -> list[bytes]:
+    return [build_reply(request, [rfc1902.Integer32(2)], "same", 0, [])]
+
+
+@pytest.fixture(scope="module")
+def healthy() -> Iterator[Responder]:
+    """A well-behaved agent polled beside every fuzzed one, in the same event loop."""
+    with Responder() as started:
+        assert isinstance(started, Responder)
+        started.answer = _valid_answer
+        yield started
+
+
 @pytest.fixture(scope="module")
 def profiles() -> ProfileSet:
     """The built-in profiles, loaded once."""
     return load_profiles()
 
 
-def poll_against(
-    peer: Responder,
-    profiles: ProfileSet,
-    answer: Callable[[bytes], list[bytes]],
-    version: str = "2c",
-) -> str:
-    """Poll the peer once through the real driver; the reason ("" for success). SNMPv2c
-    goes through the project's codec (poller.snmp.wire), SNMPv1 through gufo-snmp's."""
+def _runner(name: str, port: int, version: str, profiles: ProfileSet) -> TargetRunner:
     doc = {
         "settings": {"timeout": "0.5s", "retries": 0, "interval": "1s"},
         "auths": {"a": {"protocol": "snmp", "version": version, "community": "public"}},
         "targets": [
             {
-                "name": "fuzzed",
-                "address": f"127.0.0.1:{peer.port}",
+                "name": name,
+                "address": f"127.0.0.1:{port}",
                 "protocol": "snmp",
                 "auth": "a",
                 "profile": "rfc1628-ups",
@@ -139,44 +153,79 @@ def poll_against(
         ],
     }
     config = parse_config(yaml.safe_dump(doc))
-    spec = PollSpec.from_config(config, config.targets[0])
-    driver = SnmpDriver(spec, DriverContext(profiles))
+    target = config.targets[0]
+    spec = PollSpec.from_config(config, target)
+    store = Store()
+    store.register(target.name, target.protocol, target.labels)
+    return TargetRunner(spec, {}, SnmpDriver(spec, DriverContext(profiles)), store, 0, 0)
+
+
+def poll_against(
+    peer: Responder,
+    profiles: ProfileSet,
+    answer: Callable[[bytes], list[bytes]],
+    version: str = "2c",
+    healthy: Responder | None = None,
+) -> str:
+    """Poll the peer once as `hwpoller run` does; the reason ("" for success). SNMPv2c goes
+    through the project's codec (poller.snmp.wire), SNMPv1 through gufo-snmp's. With
+    `healthy`, that agent is polled at the same time and must read as before."""
+    fuzzed = _runner("fuzzed", peer.port, version, profiles)
+    beside = _runner("healthy", healthy.port, version, profiles) if healthy else None
     peer.answer = answer
 
-    async def go() -> str:
+    async def go() -> tuple[PollResult, PollResult | None]:
+        runners = [r for r in (fuzzed, beside) if r is not None]
         try:
             async with asyncio.timeout(POLL_BOUND):
-                await driver.poll()
-        except DeviceError as exc:
-            return exc.reason
+                results = await asyncio.gather(*(r.poll_once() for r in runners))
         finally:
-            await driver.close()
-        return ""
+            for runner in runners:
+                await runner.driver.close()
+        return results[0], results[1] if beside else None
 
     started = time.monotonic()
     try:
-        reason = asyncio.run(go())
+        result, other = asyncio.run(go())
     finally:
         peer.answer = None
     assert not peer.failures, peer.failures  # the harness itself worked
     # No outer deadline is needed for the driver to finish on its own (TimeoutError from
     # asyncio.timeout above would fail the test as "another exception").
     assert time.monotonic() - started < POLL_BOUND
-    return reason
+    if other is not None:
+        assert other.success and other.data is not None and other.data.readings, other
+    text = golden_exposition(result)  # renders and encodes whatever the device said
+    if result.data is not None and result.data.readings:
+        promtool_check_metrics(text)
+    return "" if result.success else result.reason
+
+
+# Examples per fuzzing test: 40 in make test (a few seconds), more under make fuzz.
+EXAMPLES = int(os.environ.get("HWPOLLER_FUZZ_EXAMPLES", "40"))
 
 
 FUZZ = settings(
-    max_examples=40,
+    max_examples=EXAMPLES,
     deadline=None,
     derandomize=True,  # the same examples on every run: a failure is reproducible
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 
+@pytest.mark.parametrize("version", ["1", "2c"])
 @FUZZ
 @given(datagrams=st.lists(st.binary(max_size=200), min_size=1, max_size=3))
-def test_random_bytes(peer: Responder, profiles: ProfileSet, datagrams: list[bytes]) -> None:
-    reason = poll_against(peer, profiles, lambda _request: datagrams)
+def test_random_bytes(
+    peer: Responder,
+    healthy: Responder,
+    profiles: ProfileSet,
+    version: str,
+    datagrams: list[bytes],
+) -> None:
+    # SNMPv1 is gufo-snmp's decoder; the healthy agent answers v2c, so it rides with 2c.
+    beside = healthy if version == "2c" else None
+    reason = poll_against(peer, profiles, lambda _request: datagrams, version, beside)
     assert reason in ("", *REASONS)
     assert reason != "internal"
 
@@ -190,6 +239,7 @@ def test_random_bytes(peer: Responder, profiles: ProfileSet, datagrams: list[byt
 )
 def test_mutated_valid_responses(
     peer: Responder,
+    healthy: Responder,
     profiles: ProfileSet,
     values: list[Any],
     oid_mode: str,
@@ -199,7 +249,7 @@ def test_mutated_valid_responses(
     def answer(request: bytes) -> list[bytes]:
         return [build_reply(request, values, oid_mode, error_status, mutations)]
 
-    reason = poll_against(peer, profiles, answer)
+    reason = poll_against(peer, profiles, answer, healthy=healthy)
     assert reason in ("", *REASONS)
     assert reason != "internal"
 
@@ -216,7 +266,4 @@ def test_the_panicking_reply_is_a_protocol_error(
 
 def test_a_valid_answer_polls_successfully(peer: Responder, profiles: ProfileSet) -> None:
     # The harness itself can succeed: correct replies give a successful poll.
-    def answer(request: bytes) -> list[bytes]:
-        return [build_reply(request, [rfc1902.Integer32(2)], "same", 0, [])]
-
-    assert poll_against(peer, profiles, answer) == ""
+    assert poll_against(peer, profiles, _valid_answer) == ""
