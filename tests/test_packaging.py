@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -20,13 +21,13 @@ def test_wheel_carries_profiles_and_recordings(tmp_path: Path) -> None:
         source,
         ignore=shutil.ignore_patterns(".venv", "build", ".git", "*.egg-info", "__pycache__"),
     )
-    subprocess.run(
+    built = subprocess.run(
         [
             sys.executable,
             "-m",
             "pip",
             "wheel",
-            "-q",
+            "-v",  # the build backend's own output, to check it warns of nothing
             "--no-deps",
             "-w",
             str(tmp_path),
@@ -34,10 +35,20 @@ def test_wheel_carries_profiles_and_recordings(tmp_path: Path) -> None:
         ],
         check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    # A clean build: no setuptools deprecation (license as a table) or data-package warning.
+    warnings = [
+        line
+        for line in (built.stdout + built.stderr).splitlines()
+        if re.search(r"\w*Warning\b|is absent from the `packages`", line)
+    ]
+    assert warnings == [], "\n".join(warnings)
     (wheel,) = tmp_path.glob("hwpoller-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    for static in (REPO / "poller" / "static").iterdir():
+        assert f"poller/static/{static.name}" in names
     for profile in (REPO / "mibs").glob("*.yaml"):
         assert f"poller/mibs/{profile.name}" in names
     for rec in (REPO / "poller" / "simulator" / "snmprec").glob("*.snmprec"):
