@@ -11,7 +11,10 @@ merge is where the guarantees live:
 - one series per identity: when two readings would still be exported with the same metric
   and labels, the first in precedence order is kept and the other counted as `duplicate`;
 - physical sanity: a value outside its quantity's range (model.PHYSICAL_RANGE) is a
-  decoding error or a filler, omitted and counted as `out_of_range`.
+  decoding error or a filler, omitted and counted as `out_of_range`;
+- safe strings: every sensor name, device info field and partial error passes
+  poller.text.device_text() here, the one place every protocol's output goes through, so
+  no device string that cannot be encoded, printed or shown reaches the store.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from poller.model import PHYSICAL_RANGE, DeviceData, DeviceInfo, Reading
+from poller.text import MAX_MESSAGE_TEXT, device_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +72,12 @@ def merge(parts: Sequence[Contribution], protocol: str = "") -> DeviceData:
                 }
             replaced |= reported
         kept = 0
-        for reading in part.data.readings:
-            if replaced and reading.kind in replaced:
+        for original in part.data.readings:
+            if replaced and original.kind in replaced:
                 continue
+            clean = device_text(original.sensor)
+            # The fast path returns the very same object: no copy of a clean reading.
+            reading = original if clean is original.sensor else original._replace(sensor=clean)
             bounds = ranges.get(reading.quantity)  # none for states (status, power source)
             if bounds is not None and not bounds[0] <= reading.value <= bounds[1]:
                 dropped["out_of_range"] += 1
@@ -83,9 +90,9 @@ def merge(parts: Sequence[Contribution], protocol: str = "") -> DeviceData:
             readings.append(reading)
             kept += 1
         sources.append((part.profile, kept))
-        partial.update(part.data.partial_errors)
+        partial.update(_messages(part.data.partial_errors))
     return DeviceData(
-        info=_info(parts, protocol),
+        info=_safe_info(_info(parts, protocol)),
         readings=tuple(readings),
         partial_errors=tuple(sorted(partial)),
         dropped=tuple(sorted(dropped.items())),
@@ -112,12 +119,33 @@ def _info(parts: Sequence[Contribution], protocol: str) -> DeviceInfo:
     )
 
 
+def _safe_info(info: DeviceInfo) -> DeviceInfo:
+    """Device info with every field a safe string (the same object when all already are)."""
+    fields = (info.vendor, info.model, info.firmware, info.profile, info.protocol)
+    clean = tuple(device_text(f) for f in fields)
+    if all(c is f for c, f in zip(clean, fields, strict=True)):
+        return info
+    return DeviceInfo(*clean)
+
+
+def _messages(errors: tuple[str, ...]) -> tuple[str, ...]:
+    """Partial errors as safe strings: they quote device strings and go to logs and pages."""
+    return tuple(device_text(e, MAX_MESSAGE_TEXT) for e in errors)
+
+
 def checked(data: DeviceData) -> DeviceData:
-    """One driver's data with impossible values and repeated series dropped and counted."""
+    """One driver's data with impossible values and repeated series dropped and counted,
+    and its strings made safe (poller.text)."""
     dropped: Counter[str] = Counter(dict(data.dropped))
     seen: set[tuple[str, str, str, str, str]] = set()
     kept: list[Reading] = []
-    for reading in data.readings:
+    renamed = False
+    for original in data.readings:
+        clean = device_text(original.sensor)
+        reading = original
+        if clean is not original.sensor:  # the fast path returns the very same object
+            reading = original._replace(sensor=clean)
+            renamed = True
         if not in_range(reading):
             dropped["out_of_range"] += 1
         elif reading.series in seen:
@@ -125,12 +153,19 @@ def checked(data: DeviceData) -> DeviceData:
         else:
             seen.add(reading.series)
             kept.append(reading)
-    if len(kept) == len(data.readings):
+    info = _safe_info(data.info)
+    partial = _messages(data.partial_errors)
+    if (
+        len(kept) == len(data.readings)
+        and not renamed
+        and info is data.info
+        and partial == data.partial_errors
+    ):
         return data
     return DeviceData(
-        info=data.info,
+        info=info,
         readings=tuple(kept),
-        partial_errors=data.partial_errors,
+        partial_errors=partial,
         dropped=tuple(sorted(dropped.items())),
         sources=data.sources,
     )
