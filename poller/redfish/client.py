@@ -2,7 +2,10 @@
 
 Every request goes through here: at most `max_concurrency` in flight, no redirects
 followed, bodies capped at MAX_BODY, JSON objects only, links resolved only within the
-service. Every failure is a DeviceError with a message that names the resource and never
+service, and what the answers may make this process hold bounded (MAX_VALUES per answer,
+MAX_POLL_VALUES per poll, LARGE_BODIES large answers at once in the whole process). A
+session this client created is DELETEd whenever it is dropped, and logged in again at most
+once per poll. Every failure is a DeviceError with a message that names the resource and never
 a credential: the password travels only in the login body or the basic-auth header, the
 session token only in the X-Auth-Token header, and neither is ever part of a message.
 """
@@ -14,6 +17,7 @@ import base64
 import contextlib
 import json
 import ssl
+import weakref
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -35,6 +39,21 @@ if TYPE_CHECKING:
 # The largest Redfish answer read: a $expand of a few hundred sensors is ~1 MiB; anything
 # past this is a broken or hostile service, not data.
 MAX_BODY = 4 * 1024 * 1024
+# Values (JSON array elements and object members, counted as commas: a C-speed scan of the
+# body) one answer may hold. Decoded JSON costs ~100 bytes of Python objects per value, so
+# a 4 MiB answer of 100,000 small objects held ~40 MB; three such services, two answers in
+# flight each, took the process from 73 MB to 338 MB. A $expand of 512 sensors with their
+# thresholds has ~30,000.
+MAX_VALUES = 65536
+# Values all answers of one poll may hold: the readers keep a poll's resources until its
+# readings are made, so this bounds what one service can make the process hold.
+MAX_POLL_VALUES = 4 * MAX_VALUES
+# An answer this large takes one of LARGE_BODIES places shared by every Redfish target of
+# the process while it is read and decoded: healthy answers are ~1-100 KB, so only
+# hostile or huge ones wait, and they cannot all hold a 4 MiB buffer, its copy and the
+# decoded objects at once.
+LARGE_BODY = 512 * 1024
+LARGE_BODIES = 2
 # How long logging out may take at close(): a hung BMC must not hold up a reload.
 LOGOUT_TIMEOUT = 2.0
 # How much of a device-supplied string goes into a message.
@@ -48,6 +67,25 @@ def shown(text: str) -> str:
     """A device-supplied string, shortened and made printable for a message."""
     clean = "".join(c if c.isprintable() else "?" for c in text)
     return clean if len(clean) <= _SHOWN else clean[:_SHOWN] + "..."
+
+
+# Per event loop (tests run several loops in one process): the large-answer places.
+_LARGE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _large_places() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    found = _LARGE.get(loop)
+    if found is None:
+        found = _LARGE[loop] = asyncio.Semaphore(LARGE_BODIES)
+    return found
+
+
+def _small_int(digits: str) -> int | None:
+    """An integer of a JSON answer, or None when Python refuses to convert it."""
+    return int(digits) if len(digits) <= 4000 else None
 
 
 def make_ssl(auth: RedfishAuth) -> ssl.SSLContext | bool:
@@ -87,8 +125,16 @@ class RedfishClient:
         self._session_path: str | None = None
         self._basic = False  # basic auth on every request (no session in use)
         self._sessions_uri = ""
+        # Polls are numbered (begin_poll); a login is attempted at most once per poll.
+        self._poll = 0
+        self._login_poll = -1
+        self._login_lock = asyncio.Lock()  # one re-login when several requests get a 401
+        self._poll_values = 0  # JSON values decoded in this poll
+        # DELETEs of dropped sessions still running; close() waits for them.
+        self._logouts: set[asyncio.Task[None]] = set()
         self.requests = 0  # HTTP requests sent, logins and logouts included
         self.logins = 0  # session logins attempted
+        self.logouts = 0  # session DELETEs sent
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -152,7 +198,7 @@ class RedfishClient:
         body: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         deadline: float | None = None,
-    ) -> tuple[int, Mapping[str, str], bytes]:
+    ) -> tuple[int, Mapping[str, str], bytes | bytearray]:
         """One request: status, headers, body (capped); DeviceError on any failure."""
         client = self._client()
         async with self._limit:
@@ -172,15 +218,25 @@ class RedfishClient:
                             f"{shown(path)}: answer of {length} bytes is larger than "
                             f"{MAX_BODY // (1024 * 1024)} MiB"
                         )
-                    data = bytearray()
-                    async for chunk in rsp.content.iter_chunked(65536):
-                        data += chunk
-                        if len(data) > MAX_BODY:
-                            raise ProtocolError(
-                                f"{shown(path)}: answer is larger than "
-                                f"{MAX_BODY // (1024 * 1024)} MiB"
-                            )
-                    return rsp.status, rsp.headers, bytes(data)
+                    # Callers decode the answer with no await after this returns, so no
+                    # other large answer is read between its place's release and then.
+                    async with contextlib.AsyncExitStack() as large:
+                        held = length is not None and length > LARGE_BODY
+                        if held:
+                            await large.enter_async_context(_large_places())
+                        data = bytearray()
+                        async for chunk in rsp.content.iter_chunked(65536):
+                            data += chunk
+                            if len(data) > MAX_BODY:
+                                raise ProtocolError(
+                                    f"{shown(path)}: answer is larger than "
+                                    f"{MAX_BODY // (1024 * 1024)} MiB"
+                                )
+                            if not held and len(data) > LARGE_BODY:
+                                await large.enter_async_context(_large_places())
+                                held = True
+                        # The buffer itself, not a bytes copy: json.loads reads a bytearray.
+                        return rsp.status, rsp.headers, data
             except DeviceError:
                 raise
             except TimeoutError:
@@ -205,15 +261,39 @@ class RedfishClient:
             except (OSError, ValueError) as exc:
                 raise UnreachableError(f"{self._base}: {type(exc).__name__}") from None
 
-    @staticmethod
-    def _decode(path: str, data: bytes) -> JsonObject:
+    def _decode(self, path: str, data: bytes | bytearray) -> JsonObject:
+        # Counted before decoding: what the decoded objects would cost is known from the
+        # text at C speed (a comma per value past each container's first).
+        values = data.count(b",")
+        if values > MAX_VALUES:
+            raise ProtocolError(
+                f"{shown(path)}: the answer holds more than {MAX_VALUES} values (~{values})"
+            )
+        self._poll_values += values
+        if self._poll_values > MAX_POLL_VALUES:
+            raise ProtocolError(
+                f"{shown(path)}: this poll's answers hold more than {MAX_POLL_VALUES} values"
+            )
         try:
             found = json.loads(data)
-        except (ValueError, RecursionError):
+        except ValueError as exc:
+            if "digits" not in str(exc):
+                raise ProtocolError(f"{shown(path)}: the answer is not JSON") from None
+            # An integer past Python's int_max_str_digits (4300) is valid JSON; it must cost
+            # its property only (readings.number gives None for it), not the resource.
+            found = self._decode_again(path, data)
+        except RecursionError:
             raise ProtocolError(f"{shown(path)}: the answer is not JSON") from None
         if not isinstance(found, dict):
             raise ProtocolError(f"{shown(path)}: the answer is not a JSON object")
         return found
+
+    @staticmethod
+    def _decode_again(path: str, data: bytes | bytearray) -> object:
+        try:
+            return json.loads(data, parse_int=_small_int)
+        except (ValueError, RecursionError):
+            raise ProtocolError(f"{shown(path)}: the answer is not JSON") from None
 
     # -- the API ------------------------------------------------------------------------
 
@@ -224,17 +304,21 @@ class RedfishClient:
             raise ProtocolError(f"{ROOT}: HTTP {status}; is this a Redfish service?")
         return self._decode(ROOT, data)
 
+    def begin_poll(self) -> None:
+        """A poll starts: it may log in once, and its answers' values are counted afresh."""
+        self._poll += 1
+        self._poll_values = 0
+
     async def get(self, path: str) -> tuple[int, JsonObject | None]:
         """GET a resource: (200, object), or (status, None) for 404 and other refusals.
 
-        A 401 with a session logs in again once and repeats the request; a 401 after that,
-        or with basic auth, is an AuthError.
+        A 401 with a session made in an earlier poll DELETEs it, logs in again and repeats
+        the request; a 401 after that, with a session made in this poll or with basic auth,
+        is an AuthError.
         """
+        sent = self._token
         status, _, data = await self._send("GET", path, headers=self._headers())
-        if status == 401 and self._token is not None and self._session_path is not None:
-            # The session expired (BMCs time them out after minutes) or the BMC restarted.
-            self._token = self._session_path = None
-            await self.login(self._sessions_uri)
+        if status == 401 and sent is not None and await self._renew(sent):
             status, _, data = await self._send("GET", path, headers=self._headers())
         if status in (401, 403):
             raise AuthError(
@@ -246,6 +330,23 @@ class RedfishClient:
         if status != 200:
             return status, None
         return status, self._decode(path, data)
+
+    async def _renew(self, refused: str) -> bool:
+        """After a 401 to the session token `refused`: whether the request may be repeated
+        with new credentials. Several requests in flight may get the 401 at once; the first
+        logs in again (at most once per poll), the others use its session."""
+        async with self._login_lock:
+            if self._token is not None and self._token != refused:
+                return True  # another request has logged in again meanwhile
+            if self._token is None or self._login_poll == self._poll:
+                # The session was made in this poll (or this poll's login failed): a new
+                # one would be refused alike, and every login is one more session on a
+                # BMC that allows a handful.
+                return False
+            # The session expired (BMCs time them out after minutes) or the BMC restarted.
+            self.drop()
+            await self.login(self._sessions_uri)
+            return self.authenticated
 
     async def login(self, sessions_uri: str) -> None:
         """Start a session (POST to SessionService/Sessions), or settle for basic auth.
@@ -260,6 +361,8 @@ class RedfishClient:
             return
         if not sessions_uri:
             raise UnsupportedError("session: always, but the service offers no SessionService")
+        self.drop()  # never two sessions of this client at once
+        self._login_poll = self._poll
         self.logins += 1
         credentials = {
             "UserName": self._auth.username,
@@ -287,7 +390,7 @@ class RedfishClient:
             raise ProtocolError("login: the service answered without an X-Auth-Token")
         raise ProtocolError(f"login: HTTP {status} from {shown(sessions_uri)}")
 
-    def _session_location(self, headers: Mapping[str, str], data: bytes) -> str | None:
+    def _session_location(self, headers: Mapping[str, str], data: bytes | bytearray) -> str | None:
         """Where the session lives (to DELETE it): the Location header, else @odata.id."""
         candidates: list[object] = [headers.get("Location")]
         if data:
@@ -315,20 +418,31 @@ class RedfishClient:
         """Whether login() has settled how requests authenticate."""
         return self._token is not None or self._basic
 
-    def forget(self) -> None:
-        """Drop the session state without logging out (the service is being replaced)."""
+    def drop(self) -> None:
+        """Stop using the session (credentials refused, service replaced) and DELETE it in
+        the background: a session left behind holds one of the BMC's few places until it
+        times out, and enough of them lock the administrators out. close() waits for it."""
+        path, token = self._session_path, self._token
         self._token = self._session_path = None
         self._basic = False
+        if token is not None and path is not None:
+            task = asyncio.create_task(self._delete(path, token), name=f"logout:{self._base}")
+            self._logouts.add(task)
+            task.add_done_callback(self._logouts.discard)
+
+    async def _delete(self, path: str, token: str) -> None:
+        """DELETE a session; errors are ignored (the BMC times it out anyway)."""
+        self.logouts += 1
+        with contextlib.suppress(DeviceError):
+            await self._send(
+                "DELETE", path, headers={"X-Auth-Token": token}, deadline=LOGOUT_TIMEOUT
+            )
 
     async def logout(self) -> None:
-        """DELETE the session, if there is one; errors are ignored (it times out anyway)."""
-        path, headers = self._session_path, self._headers()
-        had_token = self._token is not None
-        self.forget()
-        if not had_token or path is None:
-            return
-        with contextlib.suppress(DeviceError):
-            await self._send("DELETE", path, headers=headers, deadline=LOGOUT_TIMEOUT)
+        """DELETE the session, if there is one, and wait for every DELETE still running."""
+        self.drop()
+        if self._logouts:
+            await asyncio.gather(*self._logouts, return_exceptions=True)
 
     async def close(self) -> None:
         """Log out and close the connections."""
@@ -337,6 +451,8 @@ class RedfishClient:
                 await self.logout()
         except TimeoutError:
             pass
+        for task in list(self._logouts):
+            task.cancel()
         if self._http is not None:
             await self._http.close()
             self._http = None

@@ -8,7 +8,13 @@ its members in one request when the service supports it. Without it, the Sensors
 is read whole every SENSOR_REFRESH seconds and otherwise only the sensors that gave readings.
 
 A rejected login is tried once per poll, never again within it, so a wrong password costs
-one attempt per scheduled poll, and the scheduler's backoff spaces those out.
+one attempt per scheduled poll, and the scheduler's backoff spaces those out. A session
+refused mid-poll is DELETEd (by the client) before it is given up.
+
+What a hostile service can cost is bounded: MAX_MEMBERS per collection (across its pages,
+at most MAX_PAGES requests), readings.MAX_ARRAY per array, MAX_READINGS per poll; what is
+cut is a partial error. Readings are made one chassis at a time, letting other targets'
+polls run between chassis.
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ SENSOR_REFRESH = 600.0
 # Members read of one collection: a BMC has tens to a few hundred sensors; a service that
 # lists thousands is broken, and reading them all would hammer it.
 MAX_MEMBERS = 512
+# Pages of one collection followed (Members@odata.nextLink): a service paging 512 members
+# one by one is hammering itself, and each page is a request of the poll.
+MAX_PAGES = 16
+# Readings of one poll: a large BMC gives ~1,500 (200 sensors with limits and health);
+# past this the rest is cut (a partial error) rather than grow /metrics without bound.
+MAX_READINGS = 4096
 # Statuses after which a $expand request is given up for plain ones (the service announced
 # support it does not have).
 EXPAND_REFUSED = frozenset({400, 404, 405, 500, 501})
@@ -94,6 +106,7 @@ class RedfishDriver:
     async def poll(self) -> DeviceData:
         """Read every chassis' temperatures, fans, leak detectors and power supplies once."""
         start = self._client.requests
+        self._client.begin_poll()
         try:
             async with asyncio.timeout(self._spec.timeout):
                 return await self._poll()
@@ -102,7 +115,7 @@ class RedfishDriver:
                 f"the service did not finish answering within {self._spec.timeout:.3g}s"
             ) from None
         except AuthError:
-            self._client.forget()
+            self._client.drop()  # and DELETEd: a refused session must not be left behind
             self._root = None
             raise
         except (UnreachableError, DeviceTimeoutError):
@@ -126,8 +139,7 @@ class RedfishDriver:
         chassis = [c for c in chassis if not profile.skipped(text(c, "@odata.id"))]
         partial: list[str] = []
         results = await asyncio.gather(*(self._read_chassis(c, partial) for c in chassis))
-        per_chassis = [(data.chassis_id, chassis_readings(data, profile)) for data in results]
-        readings: list[Reading] = disambiguate(per_chassis)
+        readings = await self._readings(results, profile, partial)
         if not readings and partial:
             raise ProtocolError(partial[0])
         root = self._root or {}
@@ -140,6 +152,33 @@ class RedfishDriver:
             protocol="redfish",
         )
         return DeviceData(info=info, readings=tuple(readings), partial_errors=tuple(partial))
+
+    async def _readings(
+        self, results: Sequence[ChassisData], profile: LoadedRedfishProfile, partial: list[str]
+    ) -> list[Reading]:
+        """The readings of every chassis, at most MAX_READINGS; what is cut is partial."""
+        per_chassis: list[tuple[str, list[Reading]]] = []
+        total = 0
+        for index, data in enumerate(results):
+            if total >= MAX_READINGS:
+                partial.append(
+                    f"{len(results) - index} chassis not read: "
+                    f"the poll has {MAX_READINGS} readings already"
+                )
+                break
+            found, notes = chassis_readings(data, profile)
+            partial.extend(f"chassis {shown(data.chassis_id)}: {note}" for note in notes)
+            per_chassis.append((data.chassis_id, found))
+            total += len(found)
+            if len(results) > 1:
+                # One chassis is bounded (MAX_ARRAY, MAX_MEMBERS); many are not: let other
+                # targets' polls run between them.
+                await asyncio.sleep(0)
+        readings: list[Reading] = disambiguate(per_chassis)
+        if len(readings) > MAX_READINGS:
+            partial.append(f"{len(readings)} readings, only the first {MAX_READINGS} kept")
+            del readings[MAX_READINGS:]
+        return readings
 
     # -- connecting ---------------------------------------------------------------------
 
@@ -223,12 +262,35 @@ class RedfishDriver:
         found = await asyncio.gather(*(one(p) for p in paths))
         return [f for f in found if f is not None]
 
-    def _member_paths(self, collection: JsonObject, path: str) -> list[str]:
+    async def _pages(self, collection: JsonObject, path: str) -> list[object]:
+        """The Members of a collection, following Members@odata.nextLink (services page
+        long collections) up to MAX_PAGES requests and MAX_MEMBERS members; a next link
+        already read is a loop, a protocol error."""
         members = collection.get("Members", [])
         if not isinstance(members, list):
             raise ProtocolError(f"{shown(path)}: Members is not an array")
+        seen = {path}
+        next_link = collection.get("Members@odata.nextLink")
+        while next_link is not None and len(members) <= MAX_MEMBERS:
+            page_path = self._client.resolve(next_link)
+            if page_path in seen:
+                raise ProtocolError(
+                    f"{shown(path)}: Members@odata.nextLink loops back to {shown(page_path)}"
+                )
+            if len(seen) >= MAX_PAGES:
+                raise ProtocolError(f"{shown(path)}: more than {MAX_PAGES} pages of members")
+            seen.add(page_path)
+            page = await self._get(page_path)
+            more = page.get("Members", [])
+            if not isinstance(more, list):
+                raise ProtocolError(f"{shown(page_path)}: Members is not an array")
+            members = members + more
+            next_link = page.get("Members@odata.nextLink")
         if len(members) > MAX_MEMBERS:
             raise ProtocolError(f"{shown(path)}: {len(members)} members (more than {MAX_MEMBERS})")
+        return members
+
+    def _member_paths(self, members: Sequence[object]) -> list[str]:
         paths = []
         for member in members:
             if isinstance(member, dict) and "@odata.id" in member:
@@ -242,20 +304,21 @@ class RedfishDriver:
         if self._expand is not None:
             status, body = await self._client.get(f"{path}?{self._expand}")
             if body is not None:
-                members = body.get("Members")
-                if isinstance(members, list) and all(
-                    isinstance(m, dict) and len(m) > 1 for m in members
-                ):
-                    if len(members) > MAX_MEMBERS:
-                        raise ProtocolError(f"{shown(path)}: more than {MAX_MEMBERS} members")
-                    return [m for m in members if not self._skipped(text(m, "@odata.id"))]
+                members = await self._pages(body, path)
+                if all(isinstance(m, dict) and len(m) > 1 for m in members):
+                    return [
+                        m
+                        for m in members
+                        if isinstance(m, dict) and not self._skipped(text(m, "@odata.id"))
+                    ]
                 # Members came back as bare links: the service ignored $expand.
-                return await self._members(self._member_paths(body, path))
+                return await self._members(self._member_paths(members))
             if status in EXPAND_REFUSED:
                 self._expand = None  # announced but not there: plain requests from now on
             else:
                 raise ProtocolError(f"{shown(path)}: HTTP {status}")
-        return await self._members(self._member_paths(await self._get(path), path))
+        members = await self._pages(await self._get(path), path)
+        return await self._members(self._member_paths(members))
 
     async def _sensors(self, path: str) -> list[JsonObject]:
         """A Sensors collection; without $expand, only known useful members between

@@ -8,7 +8,9 @@ Sensor they point to with DataSourceUri) is reported once. A component whose Sta
 is Absent, Disabled or offline, and a value that is null or not a number, is left out.
 
 Every property is read through the typed accessors below, so a service that sends a string
-where a number belongs loses that one value rather than the poll.
+where a number belongs loses that one value rather than the poll. Arrays inside a resource
+are read up to MAX_ARRAY entries (collections are capped by the driver); what is left out
+is said in the chassis' notes, which the driver reports as partial errors.
 """
 
 from __future__ import annotations
@@ -71,6 +73,11 @@ STATUS_TYPES = {
 }
 # Percent quantities that hwpoller exports as ratios.
 PERCENT = frozenset({Quantity.HUMIDITY})
+# Entries read of one array inside a resource (Temperatures[], Fans[], Voltages[],
+# TemperatureReadingsCelsius[]): as many as a collection's members (the driver's
+# MAX_MEMBERS). A BMC has tens of sensors; one answering 100,000 Temperatures entries put
+# 100,001 series into /metrics and cost ~1.8 CPU-s per poll on the event loop.
+MAX_ARRAY = 512
 
 
 def text(obj: object, key: str) -> str:
@@ -84,7 +91,10 @@ def number(obj: object, key: str) -> float | None:
     value = obj.get(key) if isinstance(obj, Mapping) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # valid JSON, e.g. a 401-digit integer: no float holds it
+        return None
     return result if math.isfinite(result) else None
 
 
@@ -94,10 +104,17 @@ def child(obj: object, key: str) -> JsonObject | None:
     return value if isinstance(value, Mapping) else None
 
 
-def children(obj: object, key: str) -> list[JsonObject]:
-    """The objects of an array property (anything else in it is ignored)."""
+def children(obj: object, key: str, notes: list[str] | None = None) -> list[JsonObject]:
+    """The objects of an array property (anything else in it is ignored), at most MAX_ARRAY
+    of them; when the array is longer, `notes` is told so."""
     value = obj.get(key) if isinstance(obj, Mapping) else None
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+    if not isinstance(value, list):
+        return []
+    if len(value) > MAX_ARRAY:
+        if notes is not None:
+            notes.append(f"{key}: {len(value)} entries, only the first {MAX_ARRAY} read")
+        value = value[:MAX_ARRAY]
+    return [v for v in value if isinstance(v, Mapping)]
 
 
 def link(obj: object, key: str) -> str:
@@ -188,6 +205,7 @@ class _Out:
     def __init__(self, profile: LoadedRedfishProfile) -> None:
         self.profile = profile
         self.readings: list[Reading] = []
+        self.notes: list[str] = []  # what was left out (arrays cut at MAX_ARRAY)
 
     def value(
         self,
@@ -220,8 +238,10 @@ def _ids(objs: Iterable[JsonObject]) -> dict[str, JsonObject]:
     return {text(o, "@odata.id"): o for o in objs if text(o, "@odata.id")}
 
 
-def chassis_readings(data: ChassisData, profile: LoadedRedfishProfile) -> list[Reading]:
-    """Every reading of one chassis."""
+def chassis_readings(
+    data: ChassisData, profile: LoadedRedfishProfile
+) -> tuple[list[Reading], list[str]]:
+    """Every reading of one chassis, and notes on what was left out of it."""
     out = _Out(profile)
     sensors = _ids(s for s in data.sensors if present(s))
     used: set[str] = set()
@@ -241,7 +261,7 @@ def chassis_readings(data: ChassisData, profile: LoadedRedfishProfile) -> list[R
         _legacy_thermal(data.thermal, out)
     if data.power is not None:
         _legacy_power(data.power, out)
-    return out.readings
+    return out.readings, out.notes
 
 
 def _temperature(
@@ -268,7 +288,7 @@ def _thermal_metrics(
     seen: set[str] = set()
     entries = [
         (e, text(e, "DeviceName"), text(e, "PhysicalContext"))
-        for e in children(metrics, "TemperatureReadingsCelsius")
+        for e in children(metrics, "TemperatureReadingsCelsius", out.notes)
     ]
     summary = child(metrics, "TemperatureSummaryCelsius")
     for key, context in SUMMARY_CONTEXT.items():
@@ -359,7 +379,7 @@ def _sensor(sensor: JsonObject, out: _Out) -> None:
 
 def _legacy_thermal(thermal: JsonObject, out: _Out) -> None:
     """The deprecated Thermal resource: Temperatures and Fans arrays."""
-    for index, member in enumerate(children(thermal, "Temperatures")):
+    for index, member in enumerate(children(thermal, "Temperatures", out.notes)):
         if not present(member):
             continue
         name = member_name(member, f"Temperature {index}")
@@ -368,7 +388,7 @@ def _legacy_thermal(thermal: JsonObject, out: _Out) -> None:
         limits = legacy_thresholds(member)
         if out.value(Quantity.TEMPERATURE, name, value, limits, [name], context) is not None:
             out.status(name, health(member), HwType.TEMPERATURE)
-    for index, member in enumerate(children(thermal, "Fans")):
+    for index, member in enumerate(children(thermal, "Fans", out.notes)):
         if not present(member):
             continue
         name = member_name(member, f"Fan {index}")
@@ -388,16 +408,16 @@ def _legacy_thermal(thermal: JsonObject, out: _Out) -> None:
 
 def _legacy_power(power: JsonObject, out: _Out) -> None:
     """The deprecated Power resource: PowerSupplies, PowerControl and Voltages arrays."""
-    for index, member in enumerate(children(power, "PowerSupplies")):
+    for index, member in enumerate(children(power, "PowerSupplies", out.notes)):
         if present(member):
             out.status(
                 member_name(member, f"Power Supply {index}"), health(member), HwType.POWER_SUPPLY
             )
-    for index, member in enumerate(children(power, "PowerControl")):
+    for index, member in enumerate(children(power, "PowerControl", out.notes)):
         if present(member):
             name = member_name(member, f"Power Control {index}")
             out.value(Quantity.POWER, name, number(member, "PowerConsumedWatts"), {}, [name], "")
-    for index, member in enumerate(children(power, "Voltages")):
+    for index, member in enumerate(children(power, "Voltages", out.notes)):
         if present(member):
             name = member_name(member, f"Voltage {index}")
             out.value(Quantity.VOLTAGE, name, number(member, "ReadingVolts"), {}, [name], "")
