@@ -96,3 +96,11 @@ soak: venv system-deps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+
+## make bench-cluster: one etcd, 3 cluster members x CLUSTER_TARGETS (2,000) replayed SNMP devices: failover after kill -9 (median, max over CLUSTER_TRIES), targets moved on join/leave vs 1/N, etcd requests/s per member
+CLUSTER_TARGETS ?= 2000
+CLUSTER_TRIES ?= 10
+.PHONY: bench-cluster
+bench-cluster: venv
+	@command -v etcd >/dev/null || $(MAKE) system-deps EXTRA_APT_PACKAGES=etcd-server
+	$(BIN)/python -m tests.bench.bench_cluster --targets $(CLUSTER_TARGETS) --tries $(CLUSTER_TRIES)
