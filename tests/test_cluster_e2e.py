@@ -207,3 +207,46 @@ def test_unreachable_endpoint_port_is_reported(tmp_path: Path, agent: ReplayProc
         assert url in m.log()
     finally:
         m.stop()
+
+
+def test_etcd_authentication_never_shows_the_password(
+    tmp_path: Path, etcd: Etcd, agent: ReplayProcess
+) -> None:
+    """etcd with auth enabled: the member logs in with password_file and joins; a wrong
+    password is reported (etcd's reason) and neither password appears anywhere."""
+    import shutil
+    import subprocess
+
+    canary = "CANARY-etcd-pw-4471"
+    etcdctl = shutil.which("etcdctl")
+    assert etcdctl, "etcdctl is not installed: apt-get install etcd-client"
+    for args in (["user", "add", "root", f"--new-user-password={canary}"], ["auth", "enable"]):
+        subprocess.run(
+            [etcdctl, f"--endpoints={etcd.url}", *args], check=True, timeout=20, capture_output=True
+        )
+    good, bad = tmp_path / "good-pw", tmp_path / "bad-pw"
+    good.write_text(canary + "\n")
+    bad.write_text("CANARY-wrong-8120\n")
+    members = []
+    for name, secret in (("a", good), ("b", bad)):
+        (m,) = _members(
+            tmp_path,
+            etcd.url,
+            agent.port,
+            name,
+            extra={"username": "root", "password_file": str(secret)},
+        )
+        members.append(m.start())
+    a, b = members
+    try:
+        wait_until(lambda: a.gauge("hwpoller_cluster_coordinator_up") == 1, 15)
+        wait_until(lambda: "cannot reach etcd" in b.log(), 15)
+        assert "authentication failed" in b.log()
+        assert b.gauge("hwpoller_cluster_fail_static") == 1
+        outputs = [a.log(), b.log(), a.metrics(), b.metrics()]
+    finally:
+        for m in members:
+            m.stop()
+    for text in outputs:
+        assert canary not in text
+        assert "CANARY-wrong" not in text
