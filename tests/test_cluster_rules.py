@@ -97,3 +97,18 @@ def test_cluster_deploy_files_fit_together(tmp_path: Path) -> None:
     prometheus = yaml.safe_load((CLUSTER / "prometheus.yml").read_text())
     for target in prometheus["scrape_configs"][0]["static_configs"][0]["targets"]:
         assert target.split(":")[0] in services
+
+
+def test_statefulset_config_passes_check_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The StatefulSet's hwpoller.yml is valid once the pod's variables are set."""
+    from poller.cli import main
+
+    k8s = REPO / "deploy" / "kubernetes" / "statefulset"
+    config = yaml.safe_load((k8s / "configmap.yaml").read_text())["data"]["hwpoller.yml"]
+    monkeypatch.setenv("POD_NAME", "hwpoller-cluster-0")
+    monkeypatch.setenv("UPS_COMMUNITY", "public")
+    path = tmp_path / "hwpoller.yml"
+    path.write_text(config)
+    assert main(["check-config", str(path)]) == 0, capsys.readouterr().err
