@@ -250,3 +250,23 @@ def test_etcd_authentication_never_shows_the_password(
     for text in outputs:
         assert canary not in text
         assert "CANARY-wrong" not in text
+
+
+def test_reload_splits_the_new_target_list(
+    tmp_path: Path, etcd: Etcd, agent: ReplayProcess
+) -> None:
+    """SIGHUP with more targets: every member computes the same split of the new list."""
+    a, b = _members(tmp_path, etcd.url, agent.port, "ab")
+    try:
+        a.start()
+        b.start()
+        wait_until(lambda: exactly_once([a, b], TARGETS), 20)
+        for m in (a, b):
+            cluster_config(m.config, [etcd.url], m.name, agent.port, TARGETS + 10, ttl=f"{TTL:g}s")
+            m.signal(signal.SIGHUP)
+        wait_until(lambda: exactly_once([a, b], TARGETS + 10), 15)
+        assert all(m.gauge("hwpoller_cluster_targets") == TARGETS + 10 for m in (a, b))
+        assert "reloaded" in a.log() and "Traceback" not in a.log() + b.log()
+    finally:
+        a.stop()
+        b.stop()
