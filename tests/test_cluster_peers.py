@@ -35,22 +35,24 @@ def free_tcp_port() -> int:
 
 
 def require_etcd() -> str:
-    """Path of etcd; installed with apt-get (Debian's etcd-server) when missing and root."""
+    """Path of etcd; installed with apt-get (Debian's etcd-server and etcd-client, for
+    etcdctl) when missing and root. The Makefile's APT_PACKAGES should list them too."""
     path = shutil.which("etcd")
-    if path:
+    if path and shutil.which("etcdctl"):
         return path
     if os.geteuid() == 0 and shutil.which("apt-get"):
         # One installer at a time across pytest-xdist workers.
         with Path("/tmp/hwpoller-etcd-install.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not shutil.which("etcd"):
-                subprocess.run(
-                    ["apt-get", "install", "-y", "-qq", "etcd-server"],
-                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-                    capture_output=True,
-                    timeout=600,
-                    check=False,
-                )
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            for argv in (
+                ["apt-get", "install", "-y", "-qq", "etcd-server", "etcd-client"],
+                ["apt-get", "update", "-qq"],  # a fresh machine may have no package lists
+                ["apt-get", "install", "-y", "-qq", "etcd-server", "etcd-client"],
+            ):
+                if shutil.which("etcd") and shutil.which("etcdctl"):
+                    break
+                subprocess.run(argv, env=env, capture_output=True, timeout=600, check=False)
     path = shutil.which("etcd")
     if path is None:
         raise AssertionError("etcd is not installed: apt-get install etcd-server")
