@@ -66,8 +66,9 @@ class SnmpSim:
         """The first (often only) UDP port served."""
         return self.ports[0]
 
-    def start(self, timeout: float = 30.0) -> SnmpSim:
-        """Start snmpsim and wait until it answers."""
+    def start(self, timeout: float = 90.0) -> SnmpSim:
+        """Start snmpsim and wait until it answers (it first indexes every recording, in
+        pure Python: on a 2-core machine running tests in parallel that took over 30 s)."""
         self._tmp = tempfile.TemporaryDirectory(prefix="hwpoller-snmpsim-")
         # snmpsim compiles every recording into an index; give each run its own data
         # directory (copies) and cache so runs never share state.
