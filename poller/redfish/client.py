@@ -39,11 +39,12 @@ if TYPE_CHECKING:
 # The largest Redfish answer read: a $expand of a few hundred sensors is ~1 MiB; anything
 # past this is a broken or hostile service, not data.
 MAX_BODY = 4 * 1024 * 1024
-# Values (JSON array elements and object members, counted as commas: a C-speed scan of the
-# body) one answer may hold. Decoded JSON costs ~100 bytes of Python objects per value, so
-# a 4 MiB answer of 100,000 small objects held ~40 MB; three such services, two answers in
-# flight each, took the process from 73 MB to 338 MB. A $expand of 512 sensors with their
-# thresholds has ~30,000.
+# Values one answer may hold, estimated from its text at C speed: commas (array elements
+# and object members past the first) plus objects (a dict is the costliest value, ~200
+# bytes decoded). Decoded JSON costs ~100 bytes per value, so a 4 MiB answer of 100,000
+# small objects held ~40 MB; three such services took the process from 73 MB to 338 MB.
+# At this cap an answer decodes to at most ~7 MB; a $expand of 512 sensors with their
+# thresholds counts ~20,000.
 MAX_VALUES = 65536
 # Values all answers of one poll may hold: the readers keep a poll's resources until its
 # readings are made, so this bounds what one service can make the process hold.
@@ -263,8 +264,8 @@ class RedfishClient:
 
     def _decode(self, path: str, data: bytes | bytearray) -> JsonObject:
         # Counted before decoding: what the decoded objects would cost is known from the
-        # text at C speed (a comma per value past each container's first).
-        values = data.count(b",")
+        # text (see MAX_VALUES); strings holding commas or braces only overcount.
+        values = data.count(b",") + data.count(b"{")
         if values > MAX_VALUES:
             raise ProtocolError(
                 f"{shown(path)}: the answer holds more than {MAX_VALUES} values (~{values})"
