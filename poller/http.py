@@ -4,7 +4,9 @@ The web config file uses the Prometheus exporter-toolkit format (`tls_server_con
 `basic_auth_users`) so operators can reuse what they already have for other exporters.
 
 Every connection runs in its own thread (TLS handshake included) under limits, so that no
-client, however slow, silent or hostile, can keep Prometheus from scraping.
+client, however slow, silent or hostile, can keep Prometheus from scraping. The accepting
+thread sleeps in select() until a connection arrives, a connection's deadline passes or
+stop() wakes it: an idle process gets no periodic wake-ups from the server.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import hashlib
 import hmac
 import http.client
 import logging
+import os
 import re
+import selectors
 import socket
 import ssl
 import sys
@@ -79,8 +83,6 @@ _DUMMY_HASH = b"$2b$10$" + b"." * 53
 _BCRYPT_RE = re.compile(r"^\$2[abxy]?\$(\d\d)\$[./A-Za-z0-9]{53}$")
 # Every request with credentials runs one bcrypt check; at cost 17 that is seconds of CPU.
 _BCRYPT_MAX_COST = 16
-# How often the accepting thread checks the connection deadlines (socketserver's poll interval).
-_POLL_INTERVAL = 0.25
 
 
 class WebConfig:
@@ -261,7 +263,27 @@ class _Server(ThreadingHTTPServer):
         self.connections: set[_Connection] = set()
         self.local = threading.local()
         self._refused_logged = 0.0
-        super().__init__(address, handler)
+        self._stopping = False
+        # stop_serving() writes a byte here to wake serve() from select().
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        try:
+            super().__init__(address, handler)
+        except BaseException:
+            self._close_pipe()
+            raise
+        # select() may report a connection that is reset before accept(): never block there.
+        self.socket.setblocking(False)
+
+    def _close_pipe(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def server_close(self) -> None:
+        """Close the listening socket and the wake-up pipe."""
+        super().server_close()
+        self._close_pipe()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Admit the connection (dropping the longest-waiting one when full) and start its
@@ -350,13 +372,58 @@ class _Server(ThreadingHTTPServer):
                 conn.reading = False
                 conn.deadline = time.monotonic() + RESPONSE_TIMEOUT
 
-    def service_actions(self) -> None:
-        """Drop connections past their deadline (called by serve_forever every poll)."""
+    def serve(self) -> None:
+        """Accept connections until stop_serving(); runs in the accepting thread.
+
+        socketserver's serve_forever() wakes every poll interval to check the deadlines (4
+        times a second at 0.25 s) whether or not a connection is open. This loop sleeps until
+        a connection arrives, the earliest deadline of an open one passes or stop_serving()
+        writes to the wake-up pipe: with no client, it sleeps until the next scrape."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ, "accept")
+            selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+            while not self._stopping:
+                for key, _ in selector.select(self._next_deadline()):
+                    if key.data == "accept" and not self._stopping:
+                        self._accept()
+                self.drop_late()
+
+    def stop_serving(self) -> None:
+        """Make serve() return (from any thread)."""
+        self._stopping = True
+        with contextlib.suppress(OSError):  # the pipe is full: serve() wakes anyway
+            os.write(self._wake_w, b"x")
+
+    def _next_deadline(self) -> float | None:
+        """Seconds until the earliest deadline of an open connection; None: no connection.
+        Deadlines only ever move later once set (headers_read), so sleeping until the one
+        computed here never misses one; at worst it wakes once for nothing."""
+        with self.lock:
+            deadlines = [c.deadline for c in self.connections if not c.dropped]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _accept(self) -> None:
+        """Accept one connection and admit it (socketserver's _handle_request_noblock)."""
+        try:
+            request, client_address = self.get_request()
+        except OSError:  # the client gave up before we accepted (the socket is non-blocking)
+            return
+        if self.verify_request(request, client_address):
+            try:
+                self.process_request(request, client_address)
+            except Exception:  # noqa: BLE001 - as socketserver does; handle_error logs it
+                self.handle_error(request, client_address)
+                self.shutdown_request(request)
+        else:
+            self.shutdown_request(request)
+
+    def drop_late(self) -> None:
+        """Drop connections past their deadline."""
         now = time.monotonic()
         with self.lock:
             for conn in self.connections:
-                if conn.dropped or now >= conn.deadline:
-                    conn.drop()  # again for a dropped one: its TLS socket may be new
+                if not conn.dropped and now >= conn.deadline:
+                    conn.drop()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One debug line for a client that went away; a traceback only for our bugs."""
@@ -479,9 +546,7 @@ class HttpServer:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise OSError(f"cannot listen on {listen_address}: {reason}") from None
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(_POLL_INTERVAL,), name="http", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve, name="http", daemon=True)
 
     @property
     def port(self) -> int:
@@ -494,7 +559,8 @@ class HttpServer:
 
     def stop(self) -> None:
         """Stop serving, close the socket and every open connection."""
-        if self._thread.ident is not None:  # shutdown() would wait forever for a loop never run
-            self._server.shutdown()
+        self._server.stop_serving()
+        if self._thread.ident is not None:
+            self._thread.join()
         self._server.server_close()
         self._server.drop_all()

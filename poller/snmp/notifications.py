@@ -33,6 +33,7 @@ from prometheus_client.metrics_core import Metric
 from pyasn1.codec.ber import decoder  # type: ignore[import-untyped]
 from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
 from pysnmp.carrier.asyncio.dgram import udp, udp6
+from pysnmp.carrier.asyncio.dispatch import AsyncioDispatcher
 from pysnmp.entity import config as snmp_config
 from pysnmp.entity import engine
 from pysnmp.entity.rfc3413 import ntfrcv
@@ -67,6 +68,10 @@ MAX_ENGINE_IDS_PER_SOURCE = 4
 # snmpTrapAddress.0: the agent-addr of a v1 trap after pysnmp's RFC 2576 translation (and
 # what proxies add to v2c traps): the device a trap is about.
 SNMP_TRAP_ADDRESS = (1, 3, 6, 1, 6, 3, 18, 1, 3, 0)
+# Seconds per pysnmp timer tick (its default is 0.1). The ticks are only the clock of its
+# caches' expiry (v3 engine IDs and timelines after 300 s, state of answered informs), which
+# needs no finer grain; see _Dispatcher.
+TICK_SECONDS = 1.0
 
 # hwpoller_notifications_total{device,result}: notifications from a configured target.
 RESULTS = ("polled", "rate_limited")
@@ -347,6 +352,32 @@ class NotificationCounters:
         yield dropped
 
 
+class _Dispatcher(AsyncioDispatcher):  # type: ignore[misc]
+    """pysnmp's asyncio dispatcher without its timer task.
+
+    AsyncioDispatcher wakes the event loop every timer tick (0.1 s by default) for as long as
+    a transport is registered: ~10 wake-ups a second in a process that otherwise sleeps until
+    the next poll. A receiver sends no requests of its own, so its ticks only expire cache
+    entries that datagrams created; `tick()`, called for every datagram let through, runs
+    them instead (at most once per TICK_SECONDS, as the timer task would). While no datagram
+    arrives pysnmp's clock stands still and so does its cache; the entries the next datagrams
+    add expire as many ticks later as before, so the caches stay as bounded as with the timer
+    (at most the datagrams of TICK_SECONDS per tick)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_timer_resolution(TICK_SECONDS)
+
+    def register_transport(self, tDomain: Any, transport: Any) -> None:  # noqa: N803
+        """Register as pysnmp does, then cancel the timer task it scheduled (before it ran)."""
+        super().register_transport(tDomain, transport)
+        self._cancel_loopingcall()
+
+    def tick(self) -> None:
+        """What the timer task would have done by now (once per TICK_SECONDS at most)."""
+        self.handle_timer_tick(time.time())
+
+
 class _Transport(udp.UdpTransport):  # type: ignore[misc]
     """pysnmp's UDP transport with the rate limit in front of the decoder."""
 
@@ -384,6 +415,7 @@ class NotificationReceiver:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(self.counters)
         self._engine: Any = None
+        self._dispatcher: _Dispatcher | None = None
         self._creds: _Credentials | None = None
         self._receiver: Any = None
         self._transport: Any = None
@@ -436,6 +468,9 @@ class NotificationReceiver:
         sock.setblocking(False)
         # Building the engine loads pysnmp's MIB modules (a few hundred ms): not on the loop.
         snmp_engine = await asyncio.to_thread(engine.SnmpEngine)
+        dispatcher = _Dispatcher()
+        snmp_engine.register_transport_dispatcher(dispatcher)
+        self._dispatcher = dispatcher
         transport_class = _Transport6 if family == socket.AF_INET6 else _Transport
         transport = transport_class()
         transport.gate = self._gate
@@ -503,7 +538,7 @@ class NotificationReceiver:
                 self._engine.close_dispatcher()
             except Exception:  # shutting down; nothing left to save
                 log.debug("error while closing the notification receiver", exc_info=True)
-        self._engine = self._receiver = self._transport = None
+        self._engine = self._receiver = self._transport = self._dispatcher = None
 
     # --- per datagram -----------------------------------------------------------------------
 
@@ -529,6 +564,8 @@ class NotificationReceiver:
             self.counters.reject("flood")
             self._log_once("flood", "SNMP notifications arrive faster than %g/s", SOURCE_RATE)
             return False
+        if self._dispatcher is not None:
+            self._dispatcher.tick()  # expire pysnmp's caches before this datagram adds to them
         if datagram[:1] == b"\x30" and self._by_ip.get(ip) and self._creds is not None:
             header = _v3_header(bytes(datagram)) if b"\x02\x01\x03" in datagram[:8] else None
             if header is not None and header[0] and header[1]:
