@@ -17,6 +17,7 @@ from poller.errors import DeviceError, DeviceTimeoutError
 from poller.model import DeviceData, PollResult
 from poller.profiles import ProfileSet
 from poller.store import Store
+from poller.text import MAX_MESSAGE_TEXT, device_text
 
 log = logging.getLogger("hwpoller.scheduler")
 
@@ -251,7 +252,9 @@ class TargetRunner:
         except TimeoutError:
             reason, message = "timeout", f"poll did not finish within {self.spec.timeout:.3g}s"
         except DeviceError as exc:
-            reason, message = exc.reason, str(exc)
+            # A driver's message may quote what the device said: made safe like its other
+            # strings (one line, encodable, bounded) before the log, store and page see it.
+            reason, message = exc.reason, device_text(str(exc), MAX_MESSAGE_TEXT)
         except _FATAL:
             raise
         except asyncio.CancelledError:

@@ -463,3 +463,24 @@ def test_a_changed_interval_starts_a_new_schedule() -> None:
         PollSpec.from_config(runner_config, target), {}, Scripted(["ok"]), store, 0, 300
     )  # type: ignore[arg-type]
     assert same.inherited_delay(fresh) is None  # nothing planned yet
+
+
+def test_a_device_errors_message_is_made_safe_before_the_store_sees_it() -> None:
+    """A driver's error may quote the device (a lone surrogate, a newline, a bidi override,
+    a megabyte): the stored message encodes, stays on one line and is bounded."""
+
+    class Quoting(Scripted):
+        async def poll(self) -> DeviceData:
+            raise AuthError("device said: \ud800 \n\u202eevil" + "x" * 100_000)
+
+    async def go() -> str:
+        store = Store()
+        runner = runner_for(Quoting(["ok"]), store)
+        result = await runner.poll_once()
+        return result.message
+
+    message = asyncio.run(go())
+    message.encode()  # no lone surrogate left
+    assert "\n" not in message and "\u202e" not in message
+    assert message.startswith("device said:")
+    assert len(message) <= 1024
