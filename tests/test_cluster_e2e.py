@@ -102,6 +102,11 @@ def test_each_target_polled_once_through_kill_freeze_quorum_loss_and_join(
         wait_until(lambda: c.up_targets() == {f"ups-{i}" for i in range(TARGETS)}, TTL + 8, 0.2)
         time.sleep(1)
         b.signal(signal.SIGCONT)
+        # From the first scrape on, poller-b serves none of what poller-c polls now: its
+        # scrapes and polls wait until it has re-read the members.
+        for _ in range(10):
+            assert not b.up_targets() & c.up_targets(), "a stale owner kept exporting"
+            time.sleep(0.1)
         wait_until(lambda: exactly_once([b, c], TARGETS), 2 * INTERVAL + 2, 0.1)
         assert "lease" in b.log() and "joining again" in b.log()
 

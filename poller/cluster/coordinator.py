@@ -88,6 +88,9 @@ class Coordinator:
         self._lease: int | None = None
         self._valid_until = 0.0  # monotonic: the lease surely lives until then
         self._registered_once = False
+        # True from finding the lease gone until the members were re-read and applied: a
+        # new lease alone does not say which targets the others took meanwhile.
+        self._view_stale = False
         self.members: frozenset[Member] = frozenset()
         self.owned: frozenset[str] = frozenset(self._targets)  # fail static: everything
         self.reachable = False
@@ -169,7 +172,9 @@ class Coordinator:
         """True while polls must wait: the lease may have expired (this process did not run
         for a while) and etcd has not been asked since."""
         return (
-            self._registered_once and not self.fail_static and time.monotonic() > self._valid_until
+            self._registered_once
+            and not self.fail_static
+            and (self._view_stale or time.monotonic() > self._valid_until)
         )
 
     async def wait_turn(self) -> None:
@@ -178,6 +183,14 @@ class Coordinator:
             self._settled.clear()
             self._wake.set()
             await self._settled.wait()
+
+    def wait_turn_blocking(self, timeout: float) -> None:
+        """The same for a thread (the HTTP server's, before a scrape): wait while
+        must_wait(), at most `timeout` seconds, so that a member resumed after its lease ran
+        out never serves the targets the others took meanwhile."""
+        deadline = time.monotonic() + timeout
+        while self.must_wait() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def fence(
         self, make: Callable[[PollSpec, DriverContext], Driver]
@@ -281,6 +294,8 @@ class Coordinator:
                     await self._on_owned(new)
                 except Exception:  # a bug in applying must not end the membership
                     log.exception("cluster: applying the new ownership failed")
+        self._view_stale = False
+        self._settled.set()
 
     def _healthy(self) -> None:
         if not self.reachable and self._unreachable_logged:
@@ -333,6 +348,7 @@ class Coordinator:
             except LeaseLostError as exc:
                 self.lease_losses += 1
                 self._lease = None
+                self._view_stale = True
                 log.warning("cluster: %s; joining again", exc)
                 continue
             except EtcdError as exc:

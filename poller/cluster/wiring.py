@@ -62,8 +62,15 @@ class ClusterMember:
 
     def render(self, base: Callable[[Store], bytes]) -> Callable[[Store], bytes]:
         """/metrics: what `base` renders, then the cluster's metrics."""
-        extra = self.coordinator.exposition
-        return lambda store: base(store) + extra()
+        coordinator = self.coordinator
+        # A scrape waits (briefly) like a poll while the lease is in doubt.
+        timeout = coordinator.settings.timeout() + 0.5
+
+        def render(store: Store) -> bytes:
+            coordinator.wait_turn_blocking(timeout)
+            return base(store) + coordinator.exposition()
+
+        return render
 
     def narrow(self, new_config: Config) -> Config:
         """A reloaded config, narrowed to the targets this member owns in it."""
