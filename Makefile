@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages whose real programs the integration tests talk to.
-APT_PACKAGES := snmpd snmp openipmi ipmitool freeipmi-tools prometheus prometheus-alertmanager chromium
+APT_PACKAGES := snmpd snmp openipmi ipmitool freeipmi-tools prometheus prometheus-alertmanager chromium etcd-server etcd-client
 # The Go exporters the benchmarks compare against (make bench only).
 BENCH_APT_PACKAGES := prometheus-snmp-exporter prometheus-ipmi-exporter
 
