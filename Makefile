@@ -49,7 +49,7 @@ lint: venv
 	$(BIN)/ruff format --check poller tests
 	$(BIN)/mypy
 
-## make bench: CPU and wall per poll beside snmp_exporter and ipmi_exporter (A/B rounds), polls per second against N simulated agents (N=200), then the scale run
+## make bench: CPU and wall per poll beside snmp_exporter and ipmi_exporter (A/B rounds; in process, then whole processes at 10 and 100 polls/s), idle CPU ticks and wake-ups of hwpoller run, polls per second against N simulated agents (N=200), then the scale run
 N ?= 200
 BMCS ?= 20
 # then one real `hwpoller run` against SCALE_SNMP replayed SNMP devices and SCALE_BMCS simulated
@@ -60,6 +60,8 @@ BENCH_SECONDS ?= 150
 bench: venv
 	$(MAKE) system-deps EXTRA_APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 	$(BIN)/python -m tests.bench.bench_vs_exporters
+	$(BIN)/python -m tests.bench.bench_process
+	$(BIN)/python -m tests.bench.bench_idle
 	$(BIN)/python -m tests.bench.bench_vs_ipmi_exporter
 	$(BIN)/python -m tests.bench.bench_exposition
 	$(BIN)/python -m tests.bench.bench_snmp --agents $(N)

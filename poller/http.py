@@ -264,8 +264,10 @@ class _Server(ThreadingHTTPServer):
         self.local = threading.local()
         self._refused_logged = 0.0
         self._stopping = False
-        # stop_serving() writes a byte here to wake serve() from select().
+        self._wake_at = float("inf")  # when serve() wakes at the latest (monotonic)
+        # stop_serving() and headers_read() write a byte here to wake serve() from select().
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         try:
             super().__init__(address, handler)
@@ -276,8 +278,10 @@ class _Server(ThreadingHTTPServer):
         self.socket.setblocking(False)
 
     def _close_pipe(self) -> None:
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
+        # Once only: a descriptor number closed twice may by then be another file's.
+        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
+            if fd >= 0:
                 os.close(fd)
 
     def server_close(self) -> None:
@@ -371,6 +375,11 @@ class _Server(ThreadingHTTPServer):
             with self.lock:
                 conn.reading = False
                 conn.deadline = time.monotonic() + RESPONSE_TIMEOUT
+                # Sooner than serve() means to wake (a response deadline shorter than what
+                # is left of the header one): wake it to sleep for less.
+                sooner = conn.deadline < self._wake_at
+            if sooner:
+                self._wake()
 
     def serve(self) -> None:
         """Accept connections until stop_serving(); runs in the accepting thread.
@@ -384,23 +393,31 @@ class _Server(ThreadingHTTPServer):
             selector.register(self._wake_r, selectors.EVENT_READ, "wake")
             while not self._stopping:
                 for key, _ in selector.select(self._next_deadline()):
-                    if key.data == "accept" and not self._stopping:
+                    if key.data == "wake":
+                        with contextlib.suppress(OSError):  # drained: nothing to read
+                            os.read(self._wake_r, 4096)
+                    elif not self._stopping:
                         self._accept()
                 self.drop_late()
 
     def stop_serving(self) -> None:
         """Make serve() return (from any thread)."""
         self._stopping = True
-        with contextlib.suppress(OSError):  # the pipe is full: serve() wakes anyway
-            os.write(self._wake_w, b"x")
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):  # the pipe is full: serve() wakes anyway
+                os.write(self._wake_w, b"x")
 
     def _next_deadline(self) -> float | None:
         """Seconds until the earliest deadline of an open connection; None: no connection.
-        Deadlines only ever move later once set (headers_read), so sleeping until the one
-        computed here never misses one; at worst it wakes once for nothing."""
+        A deadline set earlier than this while serve() sleeps wakes it (headers_read); one
+        that passes unseen because its connection ended costs one wake-up for nothing."""
         with self.lock:
             deadlines = [c.deadline for c in self.connections if not c.dropped]
-        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            self._wake_at = min(deadlines, default=float("inf"))
+        return max(0.0, self._wake_at - time.monotonic()) if deadlines else None
 
     def _accept(self) -> None:
         """Accept one connection and admit it (socketserver's _handle_request_noblock)."""
