@@ -83,21 +83,32 @@ def mockup_result(mockup: SushyStatic) -> PollResult:
 def test_mockup_thermal_subsystem(mockup_result: PollResult) -> None:
     got = readings(mockup_result)
     temps = by_location(mockup_result)
-    assert [(r.sensor, r.value) for r in temps["inlet"]] == [("IntakeTemp", 24.8)]
-    assert [(r.sensor, r.value) for r in temps["exhaust"]] == [("ExhaustTemp", 40.5)]
-    assert [(r.sensor, r.value) for r in temps["ambient"]] == [("AmbientTemp", 22.5)]
-    assert got[("fan_speed", "Bay1", "")] == 2200
-    assert got[("fan_speed_ratio", "Bay1", "")] == pytest.approx(0.45)
-    assert got[("status", "Bay1", "fan")] == "ok"
+    # Sensors are named as the BMC names them (Name), not by their Ids.
+    assert [(r.sensor, r.value) for r in temps["inlet"]] == [
+        ("Front Panel Intake Temperature", 24.8)
+    ]
+    assert [(r.sensor, r.value) for r in temps["exhaust"]] == [
+        ("Fan Bay #1 Exhaust Temperature", 40.5)
+    ]
+    # The summary "Ambient" points to the AmbientTemp sensor: one series.
+    assert [(r.sensor, r.value) for r in temps["ambient"]] == [("Ambient Temperature", 22.5)]
+    assert got[("fan_speed", "Fan Bay 1", "")] == 2200
+    assert got[("fan_speed_ratio", "Fan Bay 1", "")] == pytest.approx(0.45)
+    assert got[("status", "Fan Bay 1", "fan")] == "ok"
     # The CPU sensor's Thresholds: UpperCritical 45, UpperCaution 42 (User ones ignored).
-    assert got[("temperature", "CPUTemp1", "high.critical")] == 45
-    assert got[("temperature", "CPUTemp1", "high.degraded")] == 42
-    assert by_location(mockup_result)["cpu"][0].sensor == "CPUTemp1"
+    assert got[("temperature", "CPU #1 Temperature", "high.critical")] == 45
+    assert got[("temperature", "CPU #1 Temperature", "high.degraded")] == 42
+    assert by_location(mockup_result)["cpu"][0].sensor == "CPU #1 Temperature"
     # Power supply Bay1 is Health Warning; Bay2 is Absent and so not reported at all.
-    assert got[("status", "Bay1", "power_supply")] == "degraded"
-    assert not any(k[1] == "Bay2" and k[2] == "power_supply" for k in got)
-    assert got[("power", "TotalPower", "")] == 374
-    assert got[("voltage", "PS1InputVoltage", "")] == pytest.approx(119.27)
+    assert got[("status", "Power Supply Bay 1", "power_supply")] == "degraded"
+    assert not any(k[1].startswith("Power Supply Bay 2") for k in got)
+    assert got[("power", "Power reading for the Chassis", "")] == 374
+    # Bay1's PowerSupplyMetrics; the Sensors they point to are not read a second time.
+    assert got[("voltage", "Power Supply Bay 1 input", "")] == pytest.approx(230.2)
+    assert got[("power", "Power Supply Bay 1 input", "")] == pytest.approx(937.4)
+    assert got[("power", "Power Supply Bay 1 output", "")] == pytest.approx(937.4)
+    assert got[("status", "Power Supply Bay 1 input", "power_supply")] == "ok"  # Normal
+    assert not any(k[1] == "Power Supply #1 Input Voltage" for k in got)
     # Current, energy and frequency sensors have no hwpoller quantity.
     assert not any("Current" in k[1] or "Energy" in k[1] for k in got)
     assert mockup_result.data is not None
@@ -128,6 +139,12 @@ def _legacy_copy(tmp_path: Path) -> Path:
     tree = copy_mockup(tmp_path / "legacy")
     metrics = read_json(tree, "Chassis/1U/ThermalSubsystem/ThermalMetrics")
     fan = read_json(tree, "Chassis/1U/ThermalSubsystem/Fans/Bay1")
+    sensor_names = {
+        entry["DataSourceUri"]: read_json(
+            tree, entry["DataSourceUri"].removeprefix("/redfish/v1/")
+        )["Name"]
+        for entry in metrics["TemperatureReadingsCelsius"]
+    }
     chassis = read_json(tree, "Chassis/1U")
     for key in ("ThermalSubsystem", "PowerSubsystem", "Sensors", "EnvironmentMetrics"):
         chassis.pop(key, None)
@@ -139,7 +156,7 @@ def _legacy_copy(tmp_path: Path) -> Path:
         temperatures.append(
             {
                 "MemberId": str(len(temperatures)),
-                "Name": entry["DataSourceUri"].rpartition("/")[2],
+                "Name": sensor_names[entry["DataSourceUri"]],
                 "ReadingCelsius": entry["Reading"],
                 "PhysicalContext": entry["DeviceName"],  # Intake, Exhaust
                 "Status": {"State": "Enabled", "Health": "OK"},
@@ -149,7 +166,7 @@ def _legacy_copy(tmp_path: Path) -> Path:
     thermal["Fans"] = [
         {
             "MemberId": "0",
-            "Name": fan["Id"],
+            "Name": fan["Name"],
             "Reading": fan["SpeedPercent"]["SpeedRPM"],
             "ReadingUnits": "RPM",
             "Status": fan["Status"],
@@ -166,18 +183,20 @@ def test_legacy_thermal_gives_the_same_quantities(
         result = asyncio.run(poll_once(redfish_config(peer.address)))
     got, modern = readings(result), readings(mockup_result)
     for key in (
-        ("temperature", "IntakeTemp", ""),
-        ("temperature", "ExhaustTemp", ""),
-        ("fan_speed", "Bay1", ""),
-        ("status", "Bay1", "fan"),
+        ("temperature", "Front Panel Intake Temperature", ""),
+        ("temperature", "Fan Bay #1 Exhaust Temperature", ""),
+        ("fan_speed", "Fan Bay 1", ""),
+        ("status", "Fan Bay 1", "fan"),
     ):
         assert got[key] == modern[key], key
     legacy = by_location(result)
-    assert [(r.sensor, r.value) for r in legacy["inlet"]] == [("IntakeTemp", 24.8)]
-    assert [(r.sensor, r.value) for r in legacy["exhaust"]] == [("ExhaustTemp", 40.5)]
+    assert [r.value for r in legacy["inlet"]] == [24.8]
+    assert [r.value for r in legacy["exhaust"]] == [40.5]
     # Power (deprecated): PowerControl, Voltages (VRM1 12 V), PowerSupplies.
     assert got[("power", "System Input Power", "")] == 344
     assert got[("voltage", "VRM1 Voltage", "")] == 12
+    assert got[("voltage", "Power Supply Bay input", "")] == 120  # LineInputVoltage
+    assert got[("power", "Power Supply Bay output", "")] == 325  # LastPowerOutputWatts
     assert not any(k[0] == "fan_speed_ratio" for k in got)  # Thermal has no percent
 
 
@@ -187,19 +206,20 @@ def test_leak_detectors_and_failed_fan(tmp_path: Path) -> None:
     with SushyStatic(tree) as peer:
         result = asyncio.run(poll_once(redfish_config(peer.address)))
     got = readings(result)
-    assert got[("leak", "ChassisTray", "")] == 1
-    assert got[("leak", "CPU1ColdPlate", "")] == 0
-    assert got[("status", "ChassisTray", "leak")] == "failed"
-    assert got[("status", "CPU1ColdPlate", "leak")] == "ok"
-    assert not any(k[1] == "Spare" for k in got)  # Absent
+    tray, plate = "Chassis drip tray leak detector", "CPU 1 cold plate leak detector"
+    assert got[("leak", tray, "")] == 1
+    assert got[("leak", plate, "")] == 0
+    assert got[("status", tray, "leak")] == "failed"
+    assert got[("status", plate, "leak")] == "ok"
+    assert not any(k[1] == "Unconnected leak detector input" for k in got)  # Absent
     leaks = by_location(result, "leak")
-    assert [r.sensor for r in leaks["floor"]] == ["ChassisTray"]  # "drip tray" by name
-    assert [r.sensor for r in leaks["cpu"]] == ["CPU1ColdPlate"]  # PhysicalContext CPU
-    assert got[("fan_speed", "Bay2", "")] == 0
-    assert got[("status", "Bay2", "fan")] == "failed"
-    assert got[("status", "Bay1", "fan")] == "ok"
+    assert [r.sensor for r in leaks["floor"]] == [tray]  # "drip tray" by name
+    assert [r.sensor for r in leaks["cpu"]] == [plate]  # PhysicalContext CPU
+    assert got[("fan_speed", "Fan Bay 2", "")] == 0
+    assert got[("status", "Fan Bay 2", "fan")] == "failed"
+    assert got[("status", "Fan Bay 1", "fan")] == "ok"
     text = golden_exposition(result)
-    assert 'hw_leak_detected{device="rf-1",location="floor",rack="A",sensor="ChassisTray"' in text
+    assert f'hw_leak_detected{{device="rf-1",location="floor",rack="A",sensor="{tray}"' in text
 
 
 def test_expand_announced_but_refused_falls_back_once(mockup: SushyStatic) -> None:
@@ -250,7 +270,7 @@ def test_tls_verified_by_default_with_ca_file_or_insecure(
     assert (refused.success, refused.reason) == (False, "protocol")
     assert "certificate is not trusted" in refused.message and "ca_file" in refused.message
     trusted = asyncio.run(poll_once(redfish_config(address, ca_file=str(cert))))
-    assert readings(trusted)[("fan_speed", "Bay1", "")] == 2200
+    assert readings(trusted)[("fan_speed", "Fan Bay 1", "")] == 2200
     insecure = asyncio.run(poll_once(redfish_config(f"https://{address}", tls_insecure=True)))
     assert insecure.success, insecure.message
 
@@ -268,5 +288,5 @@ def test_probe_prints_redfish_readings(
     path.write_text(yaml.safe_dump(doc))
     assert main(["probe", "--config.file", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "rf-probe" in out and "redfish-generic" in out and "IntakeTemp" in out, out
+    assert "rf-probe" in out and "redfish-generic" in out and "Front Panel Intake" in out, out
     assert "Contoso" in out

@@ -71,7 +71,9 @@ def test_session_reused_relogin_on_401_and_deleted_on_close() -> None:
             await rf.poll()
             assert (service.logins, rf.logins, rf.has_session) == (1, 1, True)
             assert len(service.tokens) == 1
-            inlet = next(r for r in data.readings if r.sensor == "InletTemp" and not r.limit_type)
+            inlet = next(
+                r for r in data.readings if r.sensor.endswith("Inlet Temp") and not r.limit_type
+            )
             assert inlet.location is not None and inlet.location.value == "inlet"
             assert inlet.value == pytest.approx(round(service.server.inlet, 1), abs=0.5)
             assert data.info.vendor == "Dell" and data.info.profile == "redfish-dell"
@@ -93,7 +95,9 @@ def test_basic_auth_when_there_is_no_session_service() -> None:
             assert (service.logins, rf.has_session) == (0, False)
             assert data.info.profile == "redfish-supermicro"
             # Supermicro gives no PhysicalContext: the profile's name rule places the inlet.
-            inlet = next(r for r in data.readings if r.sensor == "InletTemp" and not r.limit_type)
+            inlet = next(
+                r for r in data.readings if r.sensor.endswith("Inlet Temp") and not r.limit_type
+            )
             assert inlet.location is not None and inlet.location.value == "inlet"
             await rf.close()
 
@@ -208,6 +212,9 @@ def test_simulated_room_serves_redfish_beside_ipmi() -> None:
         parsed = parse_config(yaml.safe_dump(doc), "<room>")
         result = asyncio.run(poll_once(parsed))
     got = readings(result)
-    assert 10 < got[("temperature", "InletTemp", "")] < 40
-    assert got[("leak", "ChassisFloor", "")] == 0  # rack A's rope, dry in the quiet room
+    inlet = next(k for k in got if k[0] == "temperature" and k[1].endswith("Inlet Temp"))
+    assert 10 < float(got[inlet]) < 40
+    assert (
+        got[("leak", "Chassis floor leak detector", "")] == 0
+    )  # rack A's rope, dry in the quiet room
     assert result.data is not None and result.data.info.protocol == "redfish"

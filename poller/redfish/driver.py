@@ -1,7 +1,8 @@
 """Redfish driver: polls one BMC's Redfish service over HTTP(S) with aiohttp.
 
 A poll reads the Chassis collection, then per chassis its ThermalSubsystem (or the
-deprecated Thermal), PowerSubsystem (or Power) and Sensors, concurrently but never more
+deprecated Thermal), PowerSubsystem (its supplies and their PowerSupplyMetrics, or Power)
+and Sensors, concurrently but never more
 than `redfish.max_concurrency` requests at once. The service root, the session and the
 manager's firmware are read once and kept across polls; $expand fetches a collection with
 its members in one request when the service supports it. Without it, the Sensors collection
@@ -42,6 +43,7 @@ from poller.redfish.readings import (
     child,
     disambiguate,
     link,
+    present,
     sensor_quantity,
     text,
 )
@@ -337,6 +339,19 @@ class RedfishDriver:
         self._sensors_at[path] = time.monotonic()
         return sensors
 
+    async def _supply_metrics(self, supplies: Sequence[JsonObject]) -> dict[str, JsonObject]:
+        """Each present power supply's PowerSupplyMetrics (input voltage, input and output
+        watts), by the supply's @odata.id; one that is gone (404) is left out."""
+        wanted: dict[str, str] = {}
+        for supply in supplies:
+            metrics = link(supply, "Metrics")
+            if metrics and present(supply) and text(supply, "@odata.id"):
+                path = self._client.resolve(metrics)
+                if not self._skipped(path):
+                    wanted[text(supply, "@odata.id")] = path
+        found = await asyncio.gather(*(self._client.get(p) for p in wanted.values()))
+        return {key: body for key, (_, body) in zip(wanted, found, strict=True) if body is not None}
+
     async def _part(
         self, what: str, partial: list[str], read: Callable[[], Awaitable[None]]
     ) -> None:
@@ -378,6 +393,7 @@ class RedfishDriver:
                 supplies = link(subsystem, "PowerSupplies")
                 if supplies:
                     data.power_supplies = await self._collection(client.resolve(supplies))
+                    data.supply_metrics = await self._supply_metrics(data.power_supplies)
             elif link(chassis, "Power"):
                 data.power = await self._get(client.resolve(link(chassis, "Power")))
 
