@@ -222,14 +222,15 @@ class Out:
         if value is None or (quantity, name) in self.named:
             return False
         self.named.add((quantity, name))
-        scale = 0.01 if quantity in PERCENT else 1.0
+        # Percent / 100 rather than * 0.01: 35 % is 0.35, not 0.35000000000000003.
+        scale = 100.0 if quantity in PERCENT else 1.0
         location = self.profile.locate(names, context) if quantity in LOCATED else None
-        self.readings.append(Reading(quantity, name, value * scale, location=location))
+        self.readings.append(Reading(quantity, name, value / scale, location=location))
         if quantity == Quantity.TEMPERATURE:
             self.temperatures.append((location, value))
         for limit_type, limit in sorted(limits.items()):
             self.readings.append(
-                Reading(quantity, name, limit * scale, location=location, limit_type=limit_type)
+                Reading(quantity, name, limit / scale, location=location, limit_type=limit_type)
             )
         return True
 
