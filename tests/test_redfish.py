@@ -151,7 +151,7 @@ def _legacy_copy(tmp_path: Path) -> Path:
         shutil.rmtree(tree / "Chassis/1U" / key, ignore_errors=True)
     write_json(tree, "Chassis/1U", chassis)
     thermal = read_json(tree, "Chassis/1U/Thermal")
-    temperatures = []
+    temperatures: list[dict[str, Any]] = []
     for entry in metrics["TemperatureReadingsCelsius"]:
         temperatures.append(
             {
