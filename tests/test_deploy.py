@@ -262,6 +262,19 @@ def test_critical_inhibits_warning_of_the_same_alert() -> None:
     )
 
 
+def test_a_lost_feed_pages_once() -> None:
+    """PowerFeedLost inhibits ComponentFailed on the same device's power supplies (a lost
+    feed fails the supply's input status too)."""
+    config = load_yaml(ALERTMANAGER_CONFIG)
+    assert any(
+        r["source_matchers"] == ['alertname="PowerFeedLost"']
+        and 'alertname="ComponentFailed"' in r["target_matchers"]
+        and 'hw_type="power_supply"' in r["target_matchers"]
+        and {"site", "room", "device"} <= set(r["equal"])
+        for r in config["inhibit_rules"]
+    )
+
+
 def test_alertmanager_config_holds_no_secret() -> None:
     """Secrets come from files; the only inline one (Telegram on 0.25) is a placeholder."""
     secret_keys = {"smtp_auth_password", "auth_password", "bot_token", "credentials", "password"}
