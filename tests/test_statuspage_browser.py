@@ -335,11 +335,13 @@ def test_roof_leak_turns_rack_a_to_leak_live(tmp_path: Path) -> None:
                     for ln in lines
                     if ln["rack"] == "A" and ln["text"].startswith("WET")
                 )
+                # Redfish parts are named by their human Name (Id only without one).
+                floor = "Chassis floor leak detector"
                 assert wet_a == [
-                    ("db-1-redfish", "ChassisFloor"),
+                    ("db-1-redfish", floor),
                     ("envmon-1", "Leak Rope (Rack A Under Floor)"),
-                    ("web-1-redfish", "ChassisFloor"),
-                    ("web-2-redfish", "ChassisFloor"),
+                    ("web-1-redfish", floor),
+                    ("web-2-redfish", floor),
                 ], lines
                 spot = [(ln["rack"], ln["text"]) for ln in lines if ln["sensor"] == SPOT_B]
                 assert spot == [("B", f"dry · envmon-1: {SPOT_B}")], lines
