@@ -23,6 +23,17 @@ _timedout) holds WAITING_SESSIONS and then sends, taking KEEPALIVE_SESSIONS. Two
 meeting there hang every IPMI thread for good; with 1,000 BMCs on a busy host (replies late,
 retries) that happened within a minute. Both names are module globals looked up at each
 use, so this module makes them the same reentrant lock.
+
+pyghmi has one receive loop for every session in the process: whichever thread waits
+(a login, a command, a keepalive) handles the packets queued for *every* session, and its
+parsers assume well-formed input. A BMC's truncated Open Session response or RAKP 2 then
+raised struct.error in another BMC's login thread, failing that one (as `internal`)
+instead of the BMC that sent it. _StrictSession catches what its packet handler, retry
+timer and keepalive raise, records it on the session the packet was for (pyghmi routed it
+there by the BMC's address), ends that session's login, and the session's own thread
+raises it as a DeviceError: `protocol` for a packet pyghmi cannot parse, the login error
+for pyghmi's own IpmiException, and the exception itself when hwpoller's own code raised it
+(a bug: `internal`, with its traceback).
 """
 
 from __future__ import annotations
@@ -57,8 +68,24 @@ CIPHER_SUITES = {256: 17, 1: 3}
 NO_RESPONSE = 0xFFFF
 # Longest single sleep while waiting for a reply (see _StrictSession.awaitresponse).
 WAIT_SLICE = 0.02
+# A login thread gives up after this long whatever pyghmi's retry timers say (they end a
+# login within seconds; this only bounds a thread should they not).
+LOGIN_LIMIT = 60.0
+# What pyghmi tells login waiters when a session breaks (the reason is in errormsg).
+GENERIC_LOGIN_ERROR = "Session failed to initialize"
 
 _LOCK_INIT = threading.Lock()
+# Held while a login picks its socket and sends its first packet (see BmcSession._login).
+_LOGIN_START = threading.Lock()
+# hwpoller's own source tree: an exception raised in it is hwpoller's bug, not the BMC's.
+_OWN_CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# pyghmi's login state -> what the BMC was answering, for error messages.
+_STAGES = {
+    "OPENSESSION": "Open Session response",
+    "EXPECTINGRAKP2": "RAKP 2",
+    "EXPECTINGRAKP4": "RAKP 4",
+    "ESTABLISHED": "session packet",
+}
 
 REFUSED_V15 = "the BMC offers only IPMI 1.5 (no RMCP+); set ipmi.allow_ipmi_v1_5 to accept it"
 
@@ -152,8 +179,19 @@ pyghmi_session.select = PollSelect()
 pyghmi_session.KEEPALIVE_SESSIONS = pyghmi_session.WAITING_SESSIONS
 
 
+def _raised_by_hwpoller(exc: BaseException) -> bool:
+    """True when the innermost frame of the exception's traceback is hwpoller's code."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_OWN_CODE)
+
+
 class _StrictSession(pyghmi_session.Session):  # type: ignore[misc]
-    """pyghmi's session with IPMI 1.5 refused unless allowed.
+    """pyghmi's session with IPMI 1.5 refused unless allowed, and with its failures kept
+    to itself (see the module docstring).
 
     pyghmi silently falls back to IPMI 1.5 (MD5 challenge, no encryption) when the BMC's
     Get Channel Authentication Capabilities reply does not offer IPMI 2.0, or rejects the
@@ -161,6 +199,109 @@ class _StrictSession(pyghmi_session.Session):  # type: ignore[misc]
     """
 
     allow_v15 = False
+    # Why the session failed, when its packet handling raised: the DeviceError its own
+    # thread raises (or hwpoller's own exception). The first failure wins.
+    failure: BaseException | None = None
+    # pyghmi sets this only when a session breaks; a default keeps every read safe.
+    errormsg: str | None = None
+
+    def _fail(self, exc: BaseException) -> None:
+        """Attribute an exception raised while handling this session's packets to it."""
+        self._end(self._failure_for(exc))
+
+    def _end(self, failure: BaseException) -> None:
+        """Fail the session with `failure` (unless it already failed)."""
+        if self.failure is None:
+            self.failure = failure
+        if self.logging and not self.broken:
+            # A login in progress: end it now, whichever thread waits for it. logged is
+            # cleared first so that pyghmi's logout sends no Close Session for a login that
+            # never finished (it would wait here for the command slot, in this thread,
+            # which may be another BMC's).
+            self.logged = 0
+            self._mark_broken(str(self.failure))
+
+    def _failure_for(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, pyghmi_exc.IpmiException):
+            if self.logging:
+                return classify_login_error(str(exc))
+            return DeviceTimeoutError(f"the BMC stopped answering ({exc})")
+        if _raised_by_hwpoller(exc):
+            return exc  # hwpoller's bug: raised as it is, counted as internal
+        stage = _STAGES.get(str(getattr(self, "sessioncontext", None)), "answer during login")
+        kind = type(exc)
+        name = (
+            kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+        )
+        return ProtocolError(f"the BMC sent a malformed {stage} ({name}: {exc})")
+
+    def _handle_ipmi_packet(self, data: bytearray, sockaddr: Any = None, qent: Any = None) -> Any:
+        # Any thread may be here (pyghmi's shared receive loop), so nothing this session's
+        # packet raises may escape into that thread. A try costs nothing when nothing raises.
+        try:
+            return super()._handle_ipmi_packet(data, sockaddr, qent)
+        except Exception as exc:  # noqa: BLE001 - attributed to this session, raised by its thread
+            self._fail(exc)
+            return None
+
+    def _timedout(self) -> None:
+        if (
+            self.logging
+            and not self.logged
+            and self.lastpayload
+            and self.logontries <= 0
+            and self.sessioncontext in ("EXPECTINGRAKP2", "EXPECTINGRAKP4")
+        ):
+            # pyghmi starts the login over on every RAKP timeout without counting its
+            # retries down to a failure (logontries goes negative): a BMC that answers Open
+            # Session but never RAKP 2 kept a thread logging in again every second, for
+            # good, and stalled every other login in the process. One restart, as pyghmi
+            # allows for the other steps, then the login times out.
+            rakp = "RAKP 2" if self.sessioncontext == "EXPECTINGRAKP2" else "RAKP 4"
+            self._end(DeviceTimeoutError(f"the BMC stopped answering the login (no {rakp})"))
+            return
+        # Called for every session from whichever thread runs pyghmi's loop, like packets.
+        try:
+            super()._timedout()
+        except Exception as exc:  # noqa: BLE001 - as in _handle_ipmi_packet
+            self._fail(exc)
+
+    def _keepalive(self) -> None:
+        # pyghmi catches only its IpmiException here; its loop runs this in any thread.
+        try:
+            super()._keepalive()
+        except Exception as exc:  # noqa: BLE001 - as in _handle_ipmi_packet
+            self._fail(exc)
+
+    def await_login(self, done: threading.Event) -> None:
+        """Run pyghmi's loop until this session's login has ended (`done` is set by the
+        login callback, in whichever thread finished the login).
+
+        hwpoller starts logins with a callback so that pyghmi's constructor returns once
+        the first packet is out (see BmcSession._login), and waits here instead of in
+        pyghmi's own loop. pyghmi runs every session's packet handlers in whichever thread
+        happens to wait, and nothing wakes this thread when another one finished its
+        login; so it waits in short slices, like awaitresponse, and gives up after
+        LOGIN_LIMIT.
+        """
+        give_up = pyghmi_session._monotonic_time() + LOGIN_LIMIT
+        while not done.is_set():
+            pyghmi_session.Session.wait_for_rsp(timeout=WAIT_SLICE)
+            if pyghmi_session._monotonic_time() > give_up and not done.is_set():
+                self._end(DeviceTimeoutError("the BMC did not finish the login"))
+                return
+
+    def _mark_broken(self, error: str | None = None) -> None:
+        # pyghmi clears `logging` and sets `broken` (inside logout()) before it sets
+        # errormsg; the login thread, waiting in another thread for `logging` to clear,
+        # then read errormsg before it existed: AttributeError instead of, say, "Incorrect
+        # password provided" (seen with several wrong-password logins at once). Set it first.
+        # pyghmi's timeout path calls this twice, the second time without an error: keep
+        # the first.
+        if error is None:
+            error = self.errormsg
+        self.errormsg = error
+        super()._mark_broken(error)
 
     def _got_channel_auth_cap(self, response: dict[str, Any]) -> Any:
         if not self.allow_v15 and "error" not in response:
@@ -193,6 +334,8 @@ class _StrictSession(pyghmi_session.Session):  # type: ignore[misc]
                 while self.iterwaiters:
                     self.iterwaiters.pop()({"success": True})
                 self.process_pktqueue()
+                if self.failure is not None:  # BmcSession.raw raises the failure itself
+                    raise pyghmi_exc.IpmiException("the session failed")
                 if ps._monotonic_time() > alltimeout:
                     self._mark_broken()
                     raise pyghmi_exc.IpmiException("Session no longer connected")
@@ -271,17 +414,41 @@ class BmcSession:
             _StrictSession.socketchecking = pyghmi_session.Session.socketchecking
         session = object.__new__(_StrictSession)
         session.allow_v15 = allow_v15
-        # Sockets other sessions use to talk to the same address must not be shared (pyghmi
-        # routes answers by address and local port).
-        session.forbidsock = _sockets_in_use_for(host, port)
+        ended: list[dict[str, Any]] = []
+        done = threading.Event()
+
+        def logged_on(outcome: dict[str, Any]) -> None:
+            ended.append(outcome)
+            done.set()
+
         try:
-            pyghmi_session.Session.__init__(
-                session, host, username, password, port, kg, None, PRIVILEGES[privilege]
-            )
+            with _LOGIN_START:
+                # Sockets other sessions use to talk to the same address must not be shared
+                # (pyghmi routes answers by address and local port). A session is listed
+                # there only once it has sent its first packet: two logins to one BMC
+                # started at once picked the same socket, and one of them never saw an
+                # answer. So the choice and that first packet happen under one lock; with a
+                # callback, pyghmi's constructor returns right after sending it.
+                session.forbidsock = _sockets_in_use_for(host, port)
+                pyghmi_session.Session.__init__(
+                    session, host, username, password, port, kg, logged_on, PRIVILEGES[privilege]
+                )
+            session.await_login(done)
         except pyghmi_exc.IpmiException as exc:
+            if session.failure is not None:
+                raise session.failure from None
             raise classify_login_error(str(exc)) from None
         except OSError as exc:
             raise UnreachableError(f"network error: {exc.strerror or exc}") from None
+        if session.failure is not None:
+            raise session.failure from None
+        error = ended[0].get("error") if ended else None
+        if error == GENERIC_LOGIN_ERROR and session.errormsg:
+            error = session.errormsg  # what _mark_broken was told
+        if error is not None:
+            raise classify_login_error(str(error))
+        if not session.logged or session.broken:
+            raise classify_login_error(str(session.errormsg or "the login did not complete"))
         return session
 
     @property
@@ -299,19 +466,27 @@ class BmcSession:
     @property
     def alive(self) -> bool:
         """False once pyghmi has given the session up."""
-        return bool(self._session.logged) and not self._session.broken
+        session = self._session
+        return bool(session.logged) and not session.broken and session.failure is None
 
     def raw(self, netfn: int, command: int, data: bytes = b"", lun: int = 0) -> Response:
         """Send one command; a dead session raises DeviceTimeoutError."""
+        session = self._session
+        if session.failure is not None:
+            raise session.failure
         try:
-            rsp = self._session.raw_command(
-                netfn=netfn, command=command, data=tuple(data), rslun=lun
-            )
+            rsp = session.raw_command(netfn=netfn, command=command, data=tuple(data), rslun=lun)
         except pyghmi_exc.IpmiException as exc:
+            if session.failure is not None:
+                raise session.failure from None
             raise DeviceTimeoutError(f"the BMC stopped answering ({exc})") from None
         except (TypeError, KeyError, IndexError, AttributeError) as exc:
             # pyghmi's own state went wrong (seen after BMC restarts): treat as dead.
             raise ProtocolError(f"IPMI session failed: {type(exc).__name__}") from None
+        if session.failure is not None:
+            # A malformed packet for this session arrived while it waited: its state may
+            # be half updated, so the answer is not trusted either.
+            raise session.failure
         code = int(rsp.get("code", NO_RESPONSE))
         if code == NO_RESPONSE or rsp.get("error") == "timeout":
             raise DeviceTimeoutError("the BMC did not answer")
