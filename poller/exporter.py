@@ -300,6 +300,12 @@ class _TargetText:
         self.states: dict[tuple[_ReadingKey, str], tuple[str, tuple[str, ...], str]] = {}
         # The poller's own families' prefixes by (family, what tells its lines apart).
         self.health: dict[tuple[object, ...], str] = {}
+        # The readings these lines show, and their lines per family (str, and encoded):
+        # a device whose readings are last poll's, the same DeviceData object (the SNMP
+        # driver returns it when the answers did not change), reuses them as they are.
+        self.data: DeviceData | None = None
+        self.readings: dict[str, str] = {}
+        self.encoded: dict[str, bytes] = {}
 
     def state_lines(
         self, key: _ReadingKey, reading: Reading, base: Callable[[], dict[str, str]]
@@ -390,10 +396,18 @@ def _render_view(view: TargetView, previous: _TargetText | None) -> _TargetText:
         rendered.view, rendered.labels_key = view, labels_key
         rendered.prefixes, rendered.text = previous.prefixes, {}
         rendered.states, rendered.health = previous.states, previous.health
+        rendered.data = rendered_data = previous.data
+        rendered.readings, rendered.encoded = previous.readings, previous.encoded
     else:
         rendered = _TargetText(view)
+        rendered_data = None
     data = view.last.data if view.last is not None and view.last.success else None
     text = _health_text(view, rendered.health)
+    if data is not None and data is rendered_data:
+        # Readings unchanged (same object, same labels): only the health lines are new.
+        rendered.text = _joined(text, rendered.readings, rendered.encoded)
+        return rendered
+    rendered.data, rendered.readings, rendered.encoded = data, {}, {}
     if data is not None:
         base: dict[str, str] = {}
 
@@ -425,10 +439,23 @@ def _render_view(view: TargetView, previous: _TargetText | None) -> _TargetText:
                 seen.add(prefix)
                 number = _number(value) if match is None else "1.0" if state == match else "0.0"
                 lines.setdefault(family, []).append(prefix + number + "\n")
+        readings, encoded = rendered.readings, rendered.encoded
         for family, entries in lines.items():
-            text[family] = text.get(family, "") + "".join(entries)
-    rendered.text = {family: lines.encode() for family, lines in text.items()}
+            joined = readings[family] = "".join(entries)
+            encoded[family] = joined.encode()
+    rendered.text = _joined(text, rendered.readings, rendered.encoded)
     return rendered
+
+
+def _joined(
+    health: dict[str, str], readings: dict[str, str], encoded: dict[str, bytes]
+) -> dict[str, bytes]:
+    """A target's encoded lines per family: the health families first, then the readings'
+    (a family in both gets the health lines, then the readings')."""
+    out = {family: lines.encode() for family, lines in health.items()}
+    for family, lines in readings.items():
+        out[family] = (health[family] + lines).encode() if family in health else encoded[family]
+    return out
 
 
 def _health_text(view: TargetView, cache: dict[tuple[object, ...], str]) -> dict[str, str]:

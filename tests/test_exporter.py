@@ -166,3 +166,22 @@ def test_state_lines_follow_state_changes_and_duplicates() -> None:
         assert [line for line in fan if line.endswith(b" 1.0")] == [
             line for line in fan if f'state="{state.value}"'.encode() in line
         ]
+
+
+def test_unchanged_readings_reuse_their_lines() -> None:
+    """A poll whose DeviceData is last poll's object reuses its reading lines: the health
+    lines (duration, last success) still follow, and a new object renders afresh."""
+    store = _store()
+    data = _data(21.5)
+    for step in range(3):
+        store.record(PollResult("a-dev", "snmp", True, 0.1 + step, 1_700_000_300.0 + step, data))
+        assert exposition(store) == _reference(store), step
+    store.record(PollResult("a-dev", "snmp", False, 1.0, 1_700_000_310.0, reason="timeout"))
+    assert exposition(store) == _reference(store)
+    store.record(PollResult("a-dev", "snmp", True, 0.2, 1_700_000_320.0, data))
+    assert exposition(store) == _reference(store)
+    store.record(PollResult("a-dev", "snmp", True, 0.2, 1_700_000_330.0, _data(30.0)))
+    assert exposition(store) == _reference(store)
+    store.register("a-dev", "snmp", {"site": "t", "rack": "A"})  # labels changed
+    store.record(PollResult("a-dev", "snmp", True, 0.2, 1_700_000_340.0, data))
+    assert exposition(store) == _reference(store)

@@ -172,6 +172,26 @@ def test_configured_profile_skips_detection() -> None:
     assert SYS_OBJECT_ID not in fake.gets[0]
 
 
+def test_unchanged_answers_reuse_last_result() -> None:
+    """The same answers give last poll's result object (the exporter then reuses its lines);
+    any change, including an INTEGER 1 that became a BOOLEAN true, evaluates afresh."""
+    fake = FakeTransport(dict(UPS))
+    drv = driver(fake)
+    first = asyncio.run(drv.poll())
+    assert asyncio.run(drv.poll()) is first
+    fake.values["1.3.6.1.2.1.33.1.2.4.0"] = 56
+    changed = asyncio.run(drv.poll())
+    assert changed is not first
+    assert changed == asyncio.run(driver(FakeTransport(dict(fake.values))).poll())
+    assert asyncio.run(drv.poll()) is changed
+    fake.values["1.3.6.1.2.1.33.1.2.4.0"] = 1
+    ones = asyncio.run(drv.poll())
+    fake.values["1.3.6.1.2.1.33.1.2.4.0"] = True  # == 1, but reads as text "True"
+    booleans = asyncio.run(drv.poll())
+    assert booleans is not ones
+    assert booleans == asyncio.run(driver(FakeTransport(dict(fake.values))).poll())
+
+
 def test_walk_plan_adapts_to_table_size() -> None:
     # upsOutputEntry: three needed columns (2, 4, 5). One row -> one walk of the entry up to
     # column 5; once the driver has seen many rows, column walks are cheaper.

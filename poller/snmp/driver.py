@@ -69,6 +69,8 @@ class SnmpDriver:
         self.detection_requests = 0
         self.requests_last_poll: int | None = None
         self._plan: _Plan | None = None
+        # Last poll's answers, the profiles applied to them and the merged result.
+        self._last: tuple[Fetched, list[Profile], DeviceData] | None = None
         # Largest GETBULK a walk sized from last poll's rows may ask for: the target's own
         # max_repetitions when it sets one (fragile cards), otherwise BULK_CAP.
         self._bulk_cap = (
@@ -157,6 +159,18 @@ class SnmpDriver:
             if now != self._sys_object_id:
                 self._applied = None  # re-detect on the next poll
         version = {"1": "snmpv1", "2c": "snmpv2c", "3": "snmpv3"}[self._auth.version]
+        last = self._last
+        if (
+            last is not None
+            and last[1] is applied
+            and last[0] == fetched
+            and not _has_bool(fetched)
+        ):
+            # The device answered exactly what it did last poll (most of a device's values
+            # hold still between polls) and the same profiles apply: evaluation and merge
+            # are pure, so the result is last poll's, the very same object (which lets the
+            # exporter reuse that poll's rendered lines).
+            return last[2]
         parts = [
             Contribution(
                 profile=p.name,
@@ -166,7 +180,9 @@ class SnmpDriver:
             )
             for p in applied
         ]
-        return merge(parts, protocol=version)
+        merged = merge(parts, protocol=version)
+        self._last = (fetched, applied, merged)
+        return merged
 
     async def _fetch_together(
         self, transport: WireTransport, oids: list[str], plan: _Plan
@@ -279,6 +295,15 @@ class SnmpDriver:
     async def close(self) -> None:
         """Close the transport's socket."""
         self._transport.close()
+
+
+def _has_bool(fetched: Fetched) -> bool:
+    """Whether any value is a BOOLEAN: True == 1 and False == 0, so equal answers could
+    still evaluate differently (text "True" vs "1"). Other values equal across types (an
+    int and an integral float) read the same as text and as numbers."""
+    if any(type(v) is bool for v in fetched.scalars.values()):
+        return True
+    return any(type(v) is bool for rows in fetched.columns.values() for v in rows.values())
 
 
 def _present(profile: Profile, present: set[str]) -> bool:
