@@ -306,6 +306,9 @@ class _TargetText:
         self.data: DeviceData | None = None
         self.readings: dict[str, str] = {}
         self.encoded: dict[str, bytes] = {}
+        # The health families drawn from those readings' DeviceData (hw_device_info, drops,
+        # profile counts, partial failures), as _health_text made them.
+        self.data_health: dict[str, str] = {}
 
     def state_lines(
         self, key: _ReadingKey, reading: Reading, base: Callable[[], dict[str, str]]
@@ -398,16 +401,20 @@ def _render_view(view: TargetView, previous: _TargetText | None) -> _TargetText:
         rendered.states, rendered.health = previous.states, previous.health
         rendered.data = rendered_data = previous.data
         rendered.readings, rendered.encoded = previous.readings, previous.encoded
+        rendered.data_health = previous.data_health
     else:
         rendered = _TargetText(view)
         rendered_data = None
     data = view.last.data if view.last is not None and view.last.success else None
-    text = _health_text(view, rendered.health)
     if data is not None and data is rendered_data:
-        # Readings unchanged (same object, same labels): only the health lines are new.
+        # Readings unchanged (same object, same labels): only the poll's own lines (up,
+        # duration, last success, errors) are new; the lines of the data are as they were.
+        text = _health_text(view, rendered.health, rendered.data_health)
         rendered.text = _joined(text, rendered.readings, rendered.encoded)
         return rendered
     rendered.data, rendered.readings, rendered.encoded = data, {}, {}
+    rendered.data_health = {}
+    text = _health_text(view, rendered.health, None, rendered.data_health)
     if data is not None:
         base: dict[str, str] = {}
 
@@ -458,11 +465,17 @@ def _joined(
     return out
 
 
-def _health_text(view: TargetView, cache: dict[tuple[object, ...], str]) -> dict[str, str]:
+def _health_text(
+    view: TargetView,
+    cache: dict[tuple[object, ...], str],
+    known: dict[str, str] | None = None,
+    made: dict[str, str] | None = None,
+) -> dict[str, str]:
     """The same lines as _render(target_samples(view, readings=False)): the poller's own
     families and hw_device_info. Each line's 'name{labels} ' is built once per target, and
     families whose values rarely change (error counts, drops, profile counts) are kept whole
-    by what they show."""
+    by what they show. `known`: the lines drawn from the view's DeviceData, as an earlier
+    call for that very DeviceData (and labels) put them in `made`."""
     if len(cache) > 512:  # info labels or counts that keep changing: start again
         cache.clear()
     out: dict[str, str] = {}
@@ -502,6 +515,23 @@ def _health_text(view: TargetView, cache: dict[tuple[object, ...], str]) -> dict
     data = last.data if last is not None and last.success else None
     if data is None:
         return out
+    if known is None:
+        known = _data_health(view, data, cache, prefix)
+        if made is not None:
+            made.update(known)
+    out.update(known)
+    return out
+
+
+def _data_health(
+    view: TargetView,
+    data: DeviceData,
+    cache: dict[tuple[object, ...], str],
+    prefix: Callable[..., str],
+) -> dict[str, str]:
+    """The health families drawn from a successful poll's DeviceData, in exposition order."""
+    out: dict[str, str] = {}
+    key: tuple[object, ...]
     info = _info_labels(view, data)
     name = "hw_device_info"
     out[name] = prefix(name, tuple(info.values()), info, protocol=False) + "1.0\n"
