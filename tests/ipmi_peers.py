@@ -261,13 +261,14 @@ def hostile_peer(kind: str) -> UdpPeer:
 def targets_config(
     ports: dict[str, int],
     password: str = PASSWORD,
-    timeout: str = "2s",
+    timeout: str | dict[str, str] = "2s",
     process: bool = False,
     threads: int = 64,
 ) -> Config:
     """One IPMI target per (name, port) on 127.0.0.1, with the simulated BMC's user. With
     `process`, they are polled in the IPMI worker process (hwpoller's default); otherwise
-    in this process, all in the one pyghmi loop the test can see."""
+    in this process, all in the one pyghmi loop the test can see. `timeout` may be given
+    per target name."""
     doc = {
         "settings": {"ipmi_process": process, "ipmi_threads": threads},
         "auths": {"bmc": {"protocol": "ipmi", "username": USER, "password": password}},
@@ -277,7 +278,7 @@ def targets_config(
                 "address": f"127.0.0.1:{port}",
                 "protocol": "ipmi",
                 "auth": "bmc",
-                "timeout": timeout,
+                "timeout": timeout if isinstance(timeout, str) else timeout[name],
                 "interval": "10s",
             }
             for name, port in ports.items()

@@ -95,10 +95,11 @@ class IpmiDriver:
             async with asyncio.timeout(self._job_timeout):
                 return await asyncio.wrap_future(future)
         except TimeoutError:
+            message = f"the BMC did not answer within {self._job_timeout:.1f}s"
+            if self._session is not None:
+                self._session.abort(message)  # frees the thread now, not after pyghmi's retries
             self._drop_session()
-            raise DeviceTimeoutError(
-                f"the BMC did not answer within {self._job_timeout:.1f}s"
-            ) from None
+            raise DeviceTimeoutError(message) from None
 
     def _raw(self) -> Callable[[int, int, bytes, int], Response]:
         session = self._session

@@ -204,6 +204,10 @@ class _StrictSession(pyghmi_session.Session):  # type: ignore[misc]
     failure: BaseException | None = None
     # pyghmi sets this only when a session breaks; a default keeps every read safe.
     errormsg: str | None = None
+    # The thread waiting for this session's login (await_login), and whether the login's
+    # last step is waiting for that thread (_req_priv_level).
+    _login_thread: int | None = None
+    _privilege_due = False
 
     def _fail(self, exc: BaseException) -> None:
         """Attribute an exception raised while handling this session's packets to it."""
@@ -285,11 +289,28 @@ class _StrictSession(pyghmi_session.Session):  # type: ignore[misc]
         LOGIN_LIMIT.
         """
         give_up = pyghmi_session._monotonic_time() + LOGIN_LIMIT
-        while not done.is_set():
-            pyghmi_session.Session.wait_for_rsp(timeout=WAIT_SLICE)
-            if pyghmi_session._monotonic_time() > give_up and not done.is_set():
-                self._end(DeviceTimeoutError("the BMC did not finish the login"))
-                return
+        try:
+            while not done.is_set():
+                pyghmi_session.Session.wait_for_rsp(timeout=WAIT_SLICE)
+                if self._privilege_due and not self.broken:
+                    self._privilege_due = False
+                    super()._req_priv_level()
+                if pyghmi_session._monotonic_time() > give_up and not done.is_set():
+                    self._end(DeviceTimeoutError("the BMC did not finish the login"))
+                    return
+        finally:
+            # Later logins of this session (pyghmi's own, after a timeout) run as before.
+            self._login_thread = None
+
+    def _req_priv_level(self) -> None:
+        # The last login step is a command (Set Session Privilege Level) that pyghmi sends
+        # and waits for inside the RAKP 4 handler, i.e. in whichever thread handled that
+        # packet: another BMC's login then waited for this BMC's answer (seconds, from a
+        # BMC that does not answer). It runs in this session's own login thread instead.
+        if self._login_thread not in (None, threading.get_ident()):
+            self._privilege_due = True
+            return
+        super()._req_priv_level()
 
     def _mark_broken(self, error: str | None = None) -> None:
         # pyghmi clears `logging` and sets `broken` (inside logout()) before it sets
@@ -301,6 +322,11 @@ class _StrictSession(pyghmi_session.Session):  # type: ignore[misc]
         if error is None:
             error = self.errormsg
         self.errormsg = error
+        # A broken session's command in flight is over. pyghmi's logout (inside
+        # _mark_broken) first waits for that command's slot, up to its whole retry budget,
+        # in whichever thread breaks the session, often another BMC's, and from a retry
+        # timer while holding the lock every send takes: every IPMI thread stalled.
+        self.incommand = False
         super()._mark_broken(error)
 
     def _got_channel_auth_cap(self, response: dict[str, Any]) -> Any:
@@ -335,6 +361,12 @@ class _StrictSession(pyghmi_session.Session):  # type: ignore[misc]
                     self.iterwaiters.pop()({"success": True})
                 self.process_pktqueue()
                 if self.failure is not None:  # BmcSession.raw raises the failure itself
+                    # What raw_command does after a reply, which it skips on an exception:
+                    # without it, the logout that follows waited for this command's slot
+                    # (up to pyghmi's whole retry budget, ~40 s).
+                    self.incommand = False
+                    while self.evq:
+                        self.evq.popleft().set()
                     raise pyghmi_exc.IpmiException("the session failed")
                 if ps._monotonic_time() > alltimeout:
                     self._mark_broken()
@@ -430,6 +462,7 @@ class BmcSession:
                 # answer. So the choice and that first packet happen under one lock; with a
                 # callback, pyghmi's constructor returns right after sending it.
                 session.forbidsock = _sockets_in_use_for(host, port)
+                session._login_thread = threading.get_ident()
                 pyghmi_session.Session.__init__(
                     session, host, username, password, port, kg, logged_on, PRIVILEGES[privilege]
                 )
@@ -491,6 +524,13 @@ class BmcSession:
         if code == NO_RESPONSE or rsp.get("error") == "timeout":
             raise DeviceTimeoutError("the BMC did not answer")
         return Response(code, bytes(rsp.get("data") or b""))
+
+    def abort(self, why: str) -> None:
+        """Make the command running in another thread give up now (within WAIT_SLICE),
+        with DeviceTimeoutError(why): pyghmi itself retries a command for up to ~40 s, a
+        thread taken from the pool all that time after its job's deadline has passed."""
+        if self._session.failure is None:
+            self._session.failure = DeviceTimeoutError(why)
 
     def close(self) -> None:
         """Log out (one Close Session, not retried) and release pyghmi's bookkeeping."""
