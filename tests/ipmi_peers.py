@@ -239,11 +239,16 @@ BAD_RAKP2 = _at("rakp2", _truncated(44))
 # Answers the capabilities and Open Session, then never RAKP 2: the login must time out.
 SILENT_AFTER_OPEN = _at("rakp2", lambda _reply: [])
 
+# Completes the login up to RAKP 4, then answers no command (not even Set Session
+# Privilege Level, which pyghmi sent and waited for inside whichever thread handled RAKP 4).
+SILENT_AFTER_RAKP4 = _at("command", lambda _reply: [])
+
 HOSTILE: dict[str, Any] = {
     "garbage": garbage,
     "truncated-open": TRUNCATED_OPEN,
     "bad-rakp2": BAD_RAKP2,
     "silent-after-open": SILENT_AFTER_OPEN,
+    "silent-after-rakp4": SILENT_AFTER_RAKP4,
 }
 
 

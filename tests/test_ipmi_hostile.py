@@ -1,5 +1,6 @@
 """Hostile IPMI peers beside healthy BMCs in one pyghmi loop (issue 28): garbage, a truncated
-Open Session response, a bad RAKP 2 and a peer silent after Open Session each fail as
+Open Session response, a bad RAKP 2, a peer silent after Open Session and one silent after
+RAKP 4 (no answer to Set Session Privilege Level) each fail as
 `protocol` or `timeout` on their own target, never `internal`, without a traceback, and
 the healthy BMCs polled at the same time (same process, same pyghmi receive loop, or the
 same worker process) keep polling. Also: several rejected logins at once are all `auth`."""
@@ -36,11 +37,13 @@ EXPECTED = {
     "truncated-open": {"protocol"},
     "bad-rakp2": {"protocol"},
     "silent-after-open": {"timeout"},
+    "silent-after-rakp4": {"timeout"},
 }
 MESSAGES = {
     "truncated-open": "malformed Open Session response (struct.error",
     "bad-rakp2": "malformed RAKP 2 (struct.error",
     "silent-after-open": "",
+    "silent-after-rakp4": "",
     "garbage": "",
 }
 # A job deadline of 2 s: healthy logins take milliseconds, even on a loaded test machine.
