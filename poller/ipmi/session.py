@@ -108,6 +108,21 @@ _UNSUPPORTED_HINTS = (
 )
 
 
+def _recv_now(mysocket: socket.socket, size: int) -> tuple[bytes, Any] | None:
+    """pyghmi's _io_recvfrom, non-blocking per call (MSG_DONTWAIT) instead of by toggling
+    the socket's mode. pyghmi's receive loop sets a socket non-blocking and then reads it,
+    while any thread sending on it sets it blocking first: a send in between left the loop
+    blocked in recvfrom for good, with every IPMI login and command waiting on it (seen as
+    a test hanging with many BMCs logging in at once)."""
+    try:
+        return mysocket.recvfrom(size, socket.MSG_DONTWAIT)
+    except OSError:
+        return None
+
+
+pyghmi_session._io_recvfrom = _recv_now
+
+
 class _HasFileno(Protocol):
     def fileno(self) -> int: ...
 
