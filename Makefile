@@ -39,7 +39,7 @@ run: venv
 ## make test: unit and integration tests against real peers (snmpsim, snmpd, ipmi_sim, promtool)
 # Tests run PYTEST_WORKERS at a time (they mostly wait on peers), longest first and a module
 # that starts shared peers on one worker (tests/conftest.py); the 15 slowest are listed.
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 5
 test: venv system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) \
 	  --dist loadgroup --no-loadscope-reorder --durations=15
