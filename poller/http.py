@@ -262,7 +262,8 @@ class _Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.connections: set[_Connection] = set()
         self.local = threading.local()
-        self._refused_logged = 0.0
+        # None: never logged (not 0.0: the monotonic clock may be below 60 s after boot).
+        self._refused_logged: float | None = None
         self._stopping = False
         self._wake_at = float("inf")  # when serve() wakes at the latest (monotonic)
         # stop_serving() and headers_read() write a byte here to wake serve() from select().
@@ -316,7 +317,7 @@ class _Server(ThreadingHTTPServer):
 
     def _refuse(self, request: socket.socket) -> None:
         now = time.monotonic()
-        if now - self._refused_logged > 60:
+        if self._refused_logged is None or now - self._refused_logged > 60:
             self._refused_logged = now
             log.warning("%d connections are being answered; refusing new ones", MAX_CONNECTIONS)
         if self.tls is None:

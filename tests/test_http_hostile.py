@@ -304,9 +304,12 @@ def test_idle_connections_beyond_the_cap_make_room_for_scrapes(
 
 
 def test_connections_beyond_the_cap_are_refused_while_all_are_answering(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(poller.http, "MAX_CONNECTIONS", 4)
+    # A machine booted seconds ago: the first refusal is logged all the same.
+    start = time.perf_counter()
+    monkeypatch.setattr(poller.http.time, "monotonic", lambda: 5.0 + time.perf_counter() - start)
     release = threading.Event()
     inside = threading.Semaphore(0)
 
@@ -335,6 +338,7 @@ def test_connections_beyond_the_cap_are_refused_while_all_are_answering(
             worker.join(10)
         assert results == [200] * 4
         assert scrape(server)[0] == 200
+    assert "refusing new ones" in caplog.text
 
 
 def test_client_that_stops_reading_is_dropped(
